@@ -1,0 +1,3 @@
+from keysync.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,344 @@
+"""The Coder AI Gateway keys API: list, create and delete keys, with retries.
+
+Every lower-level failure is translated into `keysync.errors.ApiError` here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+
+from keysync import __version__
+from keysync import errors as e
+from keysync.keys import CreatedKey, LiveKey
+from keysync.retry import UNKNOWN_OUTCOME_STATUS, Backoff, rate_limit_wait
+from keysync.secret import Secret
+
+COLLECTIONS = {
+    "ai-gateway-keys": "/api/v2/ai-gateway/keys",
+    "aibridge-keys": "/api/v2/aibridge/keys",
+    "coderd-keys": "/api/v2/aibridge/coderd-keys",
+}
+MAX_BODY = 64 << 20
+_LIVE_LIST = TypeAdapter(list[LiveKey])
+_DEFAULT_BACKOFF = Backoff()
+
+
+class _CreatedBody(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    id: str
+    name: str
+    key: str
+    key_prefix: str
+    created_at: str
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    url: str
+    token: Secret
+    api: str = "auto"
+    ca_cert: Path | None = None
+    timeout: float = 30.0
+    bypass_rate_limit: bool = False
+    pool_size: int = 10
+
+
+def check_url(url: str) -> str:
+    """Returns the URL without a trailing slash; refuses plain http to anything but loopback."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise e.UsageError(f"coderd URL {url!r} must look like https://coder.example.com")
+    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+        raise e.UsageError(
+            f"refusing plain http:// to {parts.hostname}: use https:// "
+            "(plain http is allowed only for loopback)"
+        )
+    return url.rstrip("/")
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class CoderClient:
+    def __init__(
+        self,
+        settings: ClientSettings,
+        transport: httpx.BaseTransport | None = None,
+        backoff: Backoff = _DEFAULT_BACKOFF,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.url = check_url(settings.url)
+        self._settings = settings
+        self._backoff = backoff
+        self._sleep = sleep
+        self._rng = random.Random()
+        self._api = None if settings.api == "auto" else settings.api
+        self._first_list: list[LiveKey] | None = None
+        self._pace = _Pacer(sleep)
+        self._http = httpx.Client(
+            base_url=self.url,
+            transport=transport,
+            timeout=settings.timeout,
+            verify=_tls_context(settings.ca_cert),
+            follow_redirects=False,
+            headers=self._headers(),
+            limits=httpx.Limits(
+                max_connections=settings.pool_size, max_keepalive_connections=settings.pool_size
+            ),
+        )
+
+    def _headers(self) -> dict[str, str]:
+        headers = {
+            "Coder-Session-Token": self._settings.token.reveal(),
+            "User-Agent": f"keysync/{__version__}",
+            "Accept": "application/json",
+        }
+        if self._settings.bypass_rate_limit:
+            headers["X-Coder-Bypass-Ratelimit"] = "true"
+        return headers
+
+    def __repr__(self) -> str:
+        return f"CoderClient(url={self.url!r}, api={self._api!r})"
+
+    def close(self) -> None:
+        self._http.close()
+
+    @property
+    def api(self) -> str:
+        if self._api is None:
+            self._api = self._detect()
+        return self._api
+
+    def _collection(self) -> str:
+        return COLLECTIONS[self.api]
+
+    def _detect(self) -> str:
+        for api, path in COLLECTIONS.items():
+            response, body = self._send("GET", path, idempotent=True)
+            if response.status_code == 404:
+                continue
+            if response.status_code != 200:
+                raise _error(response, body, "GET", path)
+            self._first_list = _parse_list(body, path)
+            return api
+        raise e.NotFoundError(
+            f"{self.url} serves none of the AI Gateway keys APIs "
+            f"({', '.join(COLLECTIONS.values())} all answered 404)",
+            status=404,
+        )
+
+    def list_keys(self) -> list[LiveKey]:
+        path = self._collection()
+        if self._first_list is not None:
+            keys, self._first_list = self._first_list, None
+            return keys
+        response, body = self._send("GET", path, idempotent=True)
+        if response.status_code != 200:
+            raise _error(response, body, "GET", path)
+        return _parse_list(body, path)
+
+    def create_key(self, name: str) -> CreatedKey:
+        path = self._collection()
+        response, body = self._send("POST", path, json={"name": name}, idempotent=False)
+        if response.status_code != 201:
+            raise _error(response, body, "POST", path)
+        try:
+            created = _CreatedBody.model_validate_json(body)
+            _check_key_shape(created)
+        except (ValidationError, ValueError):
+            # The key exists, but its secret is unusable: resolve as an unknown outcome.
+            raise e.OutcomeUnknownError(
+                f"create {name!r}: coderd answered 201 with a body keysync cannot read"
+            ) from None
+        live = LiveKey.model_validate(created.model_dump(exclude={"key"}))
+        return CreatedKey(live=live, secret=Secret(created.key))
+
+    def delete_key(self, key_id: str) -> bool:
+        """Deletes a key; False when it was already gone (404)."""
+        path = f"{self._collection()}/{key_id}"
+        response, body = self._send("DELETE", path, idempotent=True)
+        if response.status_code == 404:
+            return False
+        if response.status_code not in (200, 204):
+            raise _error(response, body, "DELETE", path)
+        return True
+
+    def _send(
+        self, method: str, path: str, *, idempotent: bool, json: Any = None
+    ) -> tuple[httpx.Response, bytes]:
+        attempt = 0
+        waited = 0.0
+        while True:
+            self._pace.before_request()
+            try:
+                response, body = self._exchange(method, path, json)
+            except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                failure: Exception = e.TransportError(f"cannot reach {self.url}: {_reason(exc)}")
+            except httpx.TransportError as exc:
+                if not idempotent:
+                    raise e.OutcomeUnknownError(f"{method} {path}: no answer ({_reason(exc)})") from None
+                failure = e.TransportError(f"{method} {path}: {_reason(exc)}")
+            else:
+                self._pace.after_response(response)
+                status = response.status_code
+                if status == 429:
+                    delay = self._rate_limit_delay(response, attempt)
+                    if waited + delay > self._backoff.rate_limit_budget:
+                        raise _error(response, body, method, path)
+                    waited += delay
+                    self._sleep(delay)
+                    attempt += 1
+                    continue
+                if status in UNKNOWN_OUTCOME_STATUS and not idempotent:
+                    raise e.OutcomeUnknownError(f"{method} {path}: coderd answered {status}", status=status)
+                if status not in UNKNOWN_OUTCOME_STATUS:
+                    return response, body
+                failure = _error(response, body, method, path)
+            attempt += 1
+            if attempt >= self._backoff.attempts:
+                raise failure
+            self._sleep(self._backoff.delay(attempt, self._rng))
+
+    def _rate_limit_delay(self, response: httpx.Response, attempt: int) -> float:
+        wait = rate_limit_wait(response.headers, time.time())
+        return (
+            wait + self._rng.uniform(0, 0.25)
+            if wait is not None
+            else self._backoff.delay(attempt + 2, self._rng)
+        )
+
+    def _exchange(self, method: str, path: str, json: Any) -> tuple[httpx.Response, bytes]:
+        with self._http.stream(method, path, json=json) as response:
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_BODY:
+                    raise e.MalformedResponseError(
+                        f"{method} {path}: coderd sent more than {MAX_BODY >> 20} MiB"
+                    )
+            return response, bytes(body)
+
+
+class _Pacer:
+    """Waits for the rate-limit window to reset once coderd says none are left."""
+
+    def __init__(self, sleep: Callable[[float], None]) -> None:
+        self._sleep = sleep
+        self._lock = threading.Lock()
+        self._remaining: int | None = None
+        self._reset = 0.0
+
+    def before_request(self) -> None:
+        with self._lock:
+            wait = 0.0
+            if self._remaining is not None and self._remaining <= 0:
+                wait = self._reset - time.time()
+                if wait <= 0 or wait > 180:
+                    self._remaining, wait = None, 0.0
+            elif self._remaining is not None:
+                self._remaining -= 1
+        if wait > 0:
+            self._sleep(wait)
+
+    def after_response(self, response: httpx.Response) -> None:
+        remaining = response.headers.get("x-ratelimit-remaining")
+        reset = response.headers.get("x-ratelimit-reset")
+        if remaining is None or reset is None:
+            return
+        try:
+            with self._lock:
+                self._remaining, self._reset = int(remaining), float(reset)
+        except ValueError:
+            pass
+
+
+def _tls_context(ca_cert: Path | None) -> ssl.SSLContext:
+    try:
+        return ssl.create_default_context(cafile=str(ca_cert) if ca_cert else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise e.UsageError(f"--ca-cert {ca_cert}: cannot load: {exc}") from None
+
+
+def _reason(exc: Exception) -> str:
+    text = str(exc) or type(exc).__name__
+    return text.splitlines()[0][:200]
+
+
+def _parse_list(body: bytes, path: str) -> list[LiveKey]:
+    try:
+        return _LIVE_LIST.validate_json(body)
+    except ValidationError as exc:
+        first = exc.errors(include_input=False)[0]
+        where = ".".join(str(p) for p in first["loc"]) or "body"
+        raise e.MalformedResponseError(
+            f"GET {path}: coderd's answer is not a list of keys ({where}: {first['msg']})"
+        ) from None
+
+
+def _check_key_shape(created: _CreatedBody) -> None:
+    key = created.key
+    if not (key.isascii() and key.isalnum() and len(key) == 43) and not (
+        key.startswith("cgw_") and len(key) == 43 and key[4:].isalnum()
+    ):
+        raise ValueError("key shape")
+    if created.key_prefix != key[:11]:
+        raise ValueError("key prefix")
+
+
+_STATUS_ERRORS: dict[int, type[e.ApiError]] = {
+    400: e.ApiValidationError,
+    401: e.AuthError,
+    404: e.NotFoundError,
+    429: e.RateLimitedError,
+}
+_HINTS = {
+    401: "check CODER_SESSION_TOKEN or --token-file",
+    403: "keysync needs an owner's session token",
+}
+
+
+def _error(response: httpx.Response, body: bytes, method: str, path: str) -> e.ApiError:
+    status = response.status_code
+    if 300 <= status < 400:
+        return e.ApiError(
+            f"{method} {path} was redirected to {response.headers.get('location')!r}; "
+            "set --url to the final address (keysync does not follow redirects)",
+            status=status,
+        )
+    message, detail, validations = _error_fields(response, body)
+    cls = _STATUS_ERRORS.get(status, e.ServerError if status >= 500 else e.ApiError)
+    if status == 403:
+        cls = e.FeatureDisabledError if "Premium feature" in message else e.ForbiddenError
+    hint = _HINTS.get(status)
+    if hint and cls is not e.FeatureDisabledError:
+        detail = f"{detail}; {hint}" if detail else hint
+    return cls(message, status=status, detail=detail, validations=validations)
+
+
+def _error_fields(response: httpx.Response, body: bytes) -> tuple[str, str, list[tuple[str, str]]]:
+    try:
+        data = response.json() if body else {}
+        message = str(data["message"])
+        validations = [(str(v["field"]), str(v["detail"])) for v in data.get("validations") or []]
+        return message, str(data.get("detail") or ""), validations
+    except (ValueError, KeyError, TypeError, AttributeError):
+        kind = response.headers.get("content-type", "no content type").split(";")[0]
+        return f"unexpected {kind} answer ({len(body)} bytes)", "", []

@@ -1,0 +1,109 @@
+"""What Coder reports about a key, and what a sink holds for one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict
+
+from keysync.secret import Secret
+
+IN_USE_WINDOW_SECONDS = 600
+
+
+class LiveKey(BaseModel):
+    """A key as the list endpoint shows it; unknown fields are ignored."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    id: str
+    name: str
+    key_prefix: str
+    created_at: datetime
+    last_used_at: datetime | None = None
+    last_heartbeat_at: datetime | None = None
+
+    @property
+    def last_seen(self) -> datetime | None:
+        seen = [t for t in (self.last_used_at, self.last_heartbeat_at) if t is not None]
+        return max(seen) if seen else None
+
+    def in_use(self, now: datetime) -> bool:
+        seen = self.last_seen
+        return seen is not None and (now - seen).total_seconds() < IN_USE_WINDOW_SECONDS
+
+
+@dataclass(frozen=True)
+class CreatedKey:
+    """A key just created: the only moment its secret is known."""
+
+    live: LiveKey
+    secret: Secret
+
+
+@dataclass(frozen=True)
+class SecretRecord:
+    """What a sink stores per key name."""
+
+    name: str
+    key: Secret
+    id: str
+    key_prefix: str
+    created_at: str
+    coderd_url: str
+
+    def public(self) -> dict[str, str]:
+        return {
+            "name": self.name,
+            "id": self.id,
+            "key_prefix": self.key_prefix,
+            "created_at": self.created_at,
+            "coderd_url": self.coderd_url,
+        }
+
+    def document(self) -> dict[str, str]:
+        """The full record, secret included: only for writing into a sink."""
+        return {**self.public(), "key": self.key.reveal()}
+
+    @classmethod
+    def for_created(cls, created: CreatedKey, coderd_url: str) -> SecretRecord:
+        live = created.live
+        return cls(
+            name=live.name,
+            key=created.secret,
+            id=live.id,
+            key_prefix=live.key_prefix,
+            created_at=live.created_at.isoformat().replace("+00:00", "Z"),
+            coderd_url=coderd_url,
+        )
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """What plan needs to know of a sink record: never the secret, only its first 11 characters,
+    which Coder itself shows as the key prefix."""
+
+    name: str
+    id: str
+    key_prefix: str
+    secret_prefix: str
+    coderd_url: str
+
+    @classmethod
+    def of(cls, record: SecretRecord) -> StoredEntry:
+        return cls(
+            name=record.name,
+            id=record.id,
+            key_prefix=record.key_prefix,
+            secret_prefix=record.key.reveal()[:11],
+            coderd_url=record.coderd_url,
+        )
+
+
+@dataclass(frozen=True)
+class SinkView:
+    """The sink's contents as plan sees them; `readable` is False for sinks that cannot be read
+    back (exec), whose entries are then unknown."""
+
+    entries: dict[str, StoredEntry]
+    readable: bool = True

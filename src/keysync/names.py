@@ -1,0 +1,21 @@
+"""The server's rule for key names."""
+
+from __future__ import annotations
+
+import re
+
+NAME_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
+MAX_NAME_LENGTH = 64
+_NAME = re.compile(NAME_PATTERN)
+
+
+def name_problem(name: str) -> str | None:
+    """Why Coder would refuse this key name, or None when it is valid."""
+    if len(name) > MAX_NAME_LENGTH:
+        return f"{name[:20]!r}... is longer than {MAX_NAME_LENGTH} characters"
+    if not _NAME.match(name):
+        return (
+            f"{name!r} is not a valid key name: lowercase letters, digits and single hyphens, "
+            "not at either end"
+        )
+    return None

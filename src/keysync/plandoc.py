@@ -1,0 +1,128 @@
+"""The JSON form of a plan, its fingerprints, and what changed since a saved one."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from keysync import __version__
+from keysync.errors import StalePlanError
+from keysync.keys import LiveKey, SinkView
+from keysync.plan import Plan, PlanRequest
+from keysync.timefmt import rfc3339
+
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class World:
+    """Everything a plan was made from, reduced to what fingerprints cover."""
+
+    coderd_url: str
+    api: str
+    manifest_sha256: str
+    live: dict[str, dict[str, str]]
+    sink: dict[str, dict[str, str]]
+
+    @classmethod
+    def of(
+        cls,
+        coderd_url: str,
+        api: str,
+        manifest_sha256: str,
+        live: Iterable[LiveKey],
+        sink: SinkView,
+    ) -> World:
+        return cls(
+            coderd_url,
+            api,
+            manifest_sha256,
+            {
+                k.name: {
+                    "id": k.id,
+                    "key_prefix": k.key_prefix,
+                    "created_at": rfc3339(k.created_at),
+                }
+                for k in live
+            },
+            {e.name: {"id": e.id, "key_prefix": e.key_prefix} for e in sink.entries.values()},
+        )
+
+    @property
+    def live_fingerprint(self) -> str:
+        return _digest(self.live)
+
+    @property
+    def sink_fingerprint(self) -> str:
+        return _digest(self.sink)
+
+
+def _digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def plan_document(plan: Plan, world: World, request: PlanRequest, snapshot: bool = False) -> dict[str, Any]:
+    document: dict[str, Any] = {
+        "format_version": FORMAT_VERSION,
+        "keysync_version": __version__,
+        "coderd_url": world.coderd_url,
+        "api": world.api,
+        "manifest_sha256": world.manifest_sha256,
+        "live_fingerprint": world.live_fingerprint,
+        "sink_fingerprint": world.sink_fingerprint,
+        "targets": sorted(request.targets),
+        "replace": sorted(request.replace),
+        "actions": [action.data() for action in plan.actions],
+        "summary": plan.summary(),
+        "warnings": plan.warnings,
+    }
+    if plan.stale_records:
+        document["stale_records"] = plan.stale_records
+    if snapshot:
+        document["snapshot"] = {"live": world.live, "sink": world.sink}
+    return document
+
+
+def check_saved_plan(saved: dict[str, Any], current: World) -> None:
+    """Raises StalePlanError explaining every difference between the saved plan's world and now."""
+    reasons = []
+    for field in ("coderd_url", "api"):
+        if saved.get(field) != getattr(current, field):
+            reasons.append(f"{field} was {saved.get(field)!r}, now {getattr(current, field)!r}")
+    if saved.get("manifest_sha256") != current.manifest_sha256:
+        reasons.append("the manifest changed")
+    snapshot = saved.get("snapshot", {})
+    if saved.get("live_fingerprint") != current.live_fingerprint:
+        reasons.append("the live keys changed: " + _explain(snapshot.get("live"), current.live))
+    if saved.get("sink_fingerprint") != current.sink_fingerprint:
+        reasons.append("the sink changed: " + _explain(snapshot.get("sink"), current.sink))
+    if reasons:
+        raise StalePlanError(
+            "the saved plan no longer matches the world, nothing was changed: "
+            + "; ".join(reasons)
+            + ". Run `keysync plan` again."
+        )
+
+
+def _explain(before: Any, after: dict[str, dict[str, str]]) -> str:
+    if not isinstance(before, dict):
+        return "the plan file has no snapshot to compare"
+    from deepdiff import DeepDiff
+
+    diff = DeepDiff(before, after, ignore_order=True, view="tree")
+    parts = []
+    added = sorted(str(item.path(output_format="list")[0]) for item in diff.get("dictionary_item_added", []))
+    removed = sorted(
+        str(item.path(output_format="list")[0]) for item in diff.get("dictionary_item_removed", [])
+    )
+    changed = sorted({str(item.path(output_format="list")[0]) for item in diff.get("values_changed", [])})
+    if added:
+        parts.append("appeared " + ", ".join(added))
+    if removed:
+        parts.append("vanished " + ", ".join(removed))
+    if changed:
+        parts.append("changed " + ", ".join(changed))
+    return ", ".join(parts) or "contents differ"

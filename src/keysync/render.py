@@ -1,0 +1,81 @@
+"""Plans for people: Terraform-like text and Markdown for a pull-request comment."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from keysync.plan import Action, Plan
+from keysync.timefmt import age, relative
+
+_SYMBOL = {"create": "+", "delete": "-", "replace": "-/+"}
+_COLOR = {"create": "32", "delete": "31", "replace": "33"}
+NO_CHANGES = "No changes. Coder's keys match the manifest and the sink holds every secret."
+
+
+def _paint(text: str, code: str, color: bool) -> str:
+    return f"\033[{code}m{text}\033[0m" if color else text
+
+
+def summary_line(plan: Plan) -> str:
+    counts = plan.summary()
+    line = (
+        f"Plan: {counts['create']} to create, {counts['delete']} to delete, {counts['replace']} to replace."
+    )
+    if plan.stale_records:
+        line += f" {len(plan.stale_records)} stale sink record(s) to remove."
+    return line
+
+
+def _live_details(action: Action, now: datetime) -> str:
+    live = action.live
+    if live is None:
+        return ""
+    return (
+        f"  key_prefix {live.key_prefix}, age {age(live.created_at, now)}, "
+        f"last used {relative(live.last_seen, now)}"
+    )
+
+
+def render_text(plan: Plan, now: datetime, color: bool = False) -> str:
+    lines: list[str] = []
+    if plan.actions:
+        lines += ["keysync will perform these actions:", ""]
+        for action in plan.actions:
+            head = _paint(f"{_SYMBOL[action.action]:>3} {action.action}", _COLOR[action.action], color)
+            lines.append(f"{head} {action.name}  ({action.reason}){_live_details(action, now)}")
+        lines.append("")
+    for warning in plan.warnings:
+        lines.append(_paint("Warning: ", "33", color) + warning)
+    for failure in plan.failures:
+        lines.append(_paint("Error: ", "31", color) + failure)
+    if plan.warnings or plan.failures:
+        lines.append("")
+    lines.append(summary_line(plan) if plan.has_changes else NO_CHANGES)
+    return "\n".join(lines) + "\n"
+
+
+def render_markdown(plan: Plan, now: datetime, coderd_url: str) -> str:
+    lines = [f"### keysync plan for {coderd_url}", ""]
+    lines.append(f"**{summary_line(plan)}**" if plan.has_changes else NO_CHANGES)
+    if plan.actions:
+        lines += [
+            "",
+            "| | action | key | reason | key prefix | age | last used |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for action in plan.actions:
+            live = action.live
+            cells = [
+                f"`{_SYMBOL[action.action]}`",
+                action.action,
+                f"`{action.name}`",
+                action.reason,
+                f"`{live.key_prefix}`" if live else "",
+                age(live.created_at, now) if live else "",
+                relative(live.last_seen, now) if live else "",
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    notes = [f"- :warning: {w}" for w in plan.warnings] + [f"- :x: {f}" for f in plan.failures]
+    if notes:
+        lines += ["", "**Warnings**", "", *notes]
+    return "\n".join(lines) + "\n"

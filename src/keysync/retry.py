@@ -1,0 +1,50 @@
+"""When to try a request again, and how long to wait first. Pure: no I/O, no clock."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping
+from dataclasses import dataclass
+from email.utils import parsedate_to_datetime
+
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+UNKNOWN_OUTCOME_STATUS = frozenset({500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class Backoff:
+    base: float = 0.2
+    cap: float = 5.0
+    attempts: int = 6
+    rate_limit_budget: float = 180.0
+
+    def delay(self, attempt: int, rng: random.Random) -> float:
+        """Full jitter: a random wait up to base * 2**attempt, capped."""
+        return rng.uniform(0, min(self.cap, self.base * (2**attempt)))
+
+
+def rate_limit_wait(headers: Mapping[str, str], now: float) -> float | None:
+    """Seconds to wait after a 429, from Retry-After or X-RateLimit-Reset, or None if neither."""
+    retry_after = headers.get("retry-after")
+    if retry_after:
+        seconds = _seconds_from_retry_after(retry_after, now)
+        if seconds is not None:
+            return seconds
+    reset = headers.get("x-ratelimit-reset")
+    if reset:
+        try:
+            return max(0.0, float(reset) - now)
+        except ValueError:
+            return None
+    return None
+
+
+def _seconds_from_retry_after(value: str, now: float) -> float | None:
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - now)
+    except (TypeError, ValueError):
+        return None

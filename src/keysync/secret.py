@@ -1,0 +1,48 @@
+"""A value that must never be printed: Coder keys, session tokens, Vault tokens."""
+
+from __future__ import annotations
+
+from typing import Final
+
+_MASK: Final = "**********"
+
+
+class Secret:
+    """Holds a secret string; its str, repr and format all show a mask."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return f"Secret({_MASK})"
+
+    def __str__(self) -> str:
+        return _MASK
+
+    def __format__(self, spec: str) -> str:
+        return _MASK
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("a Secret cannot be pickled")
+
+
+def mask(text: str, secrets: list[Secret]) -> str:
+    """Replaces every occurrence of the given secrets in text."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret.reveal(), _MASK)
+    return text

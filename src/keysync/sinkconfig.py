@@ -1,0 +1,62 @@
+"""Settings of the built-in sinks, as written under `sink:` in the manifest."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class _Settings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class FileSinkConfig(_Settings):
+    type: Literal["file"] = "file"
+    path: str = "secrets/ai-gateway-keys.json"
+    format: Literal["json", "env"] = "json"
+    prefix: str = Field("", pattern=r"^[A-Z_][A-Z0-9_]*$|^$")
+
+
+class DirectorySinkConfig(_Settings):
+    type: Literal["directory"] = "directory"
+    path: str = "secrets/ai-gateway-keys"
+
+
+class VaultAuthConfig(_Settings):
+    method: Literal["token", "approle"] = "token"
+    token_file: str | None = None
+    role_id: str | None = None
+    secret_id_file: str | None = None
+    mount: str = "approle"
+
+
+class VaultSinkConfig(_Settings):
+    type: Literal["vault"] = "vault"
+    address: str | None = None
+    mount: str = "secret"
+    path: str = Field("keysync/{name}", pattern=r"\{name\}")
+    namespace: str | None = None
+    ca_cert: str | None = None
+    auth: VaultAuthConfig = VaultAuthConfig()
+
+
+class ExecSinkConfig(_Settings):
+    type: Literal["exec"] = "exec"
+    command: list[str] = Field(min_length=1)
+    remove_command: list[str] | None = Field(None, min_length=1)
+
+
+class PluginSinkConfig(BaseModel):
+    """A third-party sink: its own package validates the rest."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+    type: str
+
+
+BUILTIN_SINK_CONFIGS: dict[str, type[BaseModel]] = {
+    "file": FileSinkConfig,
+    "directory": DirectorySinkConfig,
+    "vault": VaultSinkConfig,
+    "exec": ExecSinkConfig,
+}

@@ -1,0 +1,1 @@
+"""Where secrets go: the sink protocol, the built-in sinks and the plugin registry."""

@@ -1,0 +1,116 @@
+"""The `directory` sink: one file per key holding just its secret, metadata in a sidecar."""
+
+from __future__ import annotations
+
+import json
+import threading
+from contextlib import AbstractContextManager
+from pathlib import Path
+
+from keysync.errors import SinkError
+from keysync.keys import SecretRecord, SinkView, StoredEntry
+from keysync.sinkconfig import DirectorySinkConfig
+from keysync.sinks.base import SinkContext
+from keysync.sinks.durable import (
+    GroupCommit,
+    atomic_write,
+    ensure_directory,
+    file_lock,
+    probe_writable,
+)
+from keysync.sinks.file import drop
+
+SIDECAR = ".keysync.json"
+
+
+class DirectorySink:
+    config_model = DirectorySinkConfig
+
+    def __init__(self, config: DirectorySinkConfig, context: SinkContext) -> None:
+        self._url = context.coderd_url
+        self.path = context.resolve(config.path)
+        self._meta: dict[str, dict[str, str]] | None = None
+        self._guard = threading.Lock()
+        self._commit = GroupCommit(self._render_sidecar, self._write_sidecar)
+
+    def describe(self) -> str:
+        return f"directory {self.path}"
+
+    def local_paths(self) -> list[Path]:
+        return [self.path]
+
+    def lock(self, timeout: float | None) -> AbstractContextManager[None]:
+        return file_lock(self.path.with_name(self.path.name + ".lock"), timeout)
+
+    def read(self) -> SinkView:
+        entries = {}
+        for name, meta in self._load().items():
+            secret = self._read_secret(name)
+            if secret is not None:
+                entries[name] = StoredEntry(
+                    name,
+                    meta.get("id", ""),
+                    meta.get("key_prefix", ""),
+                    secret[:11],
+                    meta.get("coderd_url", self._url),
+                )
+        return SinkView(entries)
+
+    def check_writable(self) -> None:
+        self._load()
+        probe_writable(self.path)
+
+    def store(self, record: SecretRecord) -> None:
+        meta = self._load()
+        # The secret file is synced by itself; the sidecar's group commit syncs the directory.
+        atomic_write(self.path / record.name, record.key.reveal().encode(), sync_directory=False)
+        self._commit.commit(lambda: meta.__setitem__(record.name, record.public()))
+
+    def remove(self, name: str) -> None:
+        meta = self._load()
+        try:
+            (self.path / name).unlink(missing_ok=True)
+        except OSError as exc:
+            raise SinkError(f"cannot remove {self.path / name}: {exc.strerror}") from None
+        self._commit.commit(lambda: drop(meta, name))
+
+    def close(self) -> None:
+        pass
+
+    def _read_secret(self, name: str) -> str | None:
+        try:
+            return (self.path / name).read_text(encoding="utf-8").strip() or None
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SinkError(f"cannot read {self.path / name}: {exc}") from None
+
+    def _load(self) -> dict[str, dict[str, str]]:
+        with self._guard:
+            if self._meta is None:
+                self._meta = self._parse_sidecar()
+            return self._meta
+
+    def _parse_sidecar(self) -> dict[str, dict[str, str]]:
+        sidecar = self.path / SIDECAR
+        try:
+            document = json.loads(sidecar.read_text(encoding="utf-8"))
+            url, keys = document["coderd_url"], dict(document["keys"])
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, KeyError, TypeError):
+            raise SinkError(f"{sidecar} is not a keysync sidecar; move it aside or fix it") from None
+        if url != self._url:
+            raise SinkError(
+                f"sink directory {self.path} was made for coderd {url!r}, "
+                f"not {self._url!r}; refusing to mix deployments"
+            )
+        return keys
+
+    def _render_sidecar(self) -> bytes:
+        keys = dict(sorted((self._meta or {}).items()))
+        return (json.dumps({"version": 1, "coderd_url": self._url, "keys": keys}, indent=2) + "\n").encode()
+
+    def _write_sidecar(self, data: bytes) -> None:
+        ensure_directory(self.path)
+        atomic_write(self.path / SIDECAR, data)

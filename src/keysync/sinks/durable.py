@@ -1,0 +1,168 @@
+"""Durable local files: atomic replace with fsync, a lock beside the sink, group commit."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+
+from keysync.errors import LockHeldError, SinkError
+
+_counter = iter(range(1 << 62))
+
+
+def ensure_directory(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise SinkError(f"cannot create directory {path}: {exc.strerror}") from None
+
+
+def atomic_write(path: Path, data: bytes, sync_directory: bool = True) -> None:
+    """Replaces path with data, mode 0600 whatever the umask; durable on return."""
+    temp = path.with_name(f".{path.name}.{os.getpid()}.{next(_counter)}.tmp")
+    try:
+        fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            os.fchmod(fd, 0o600)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(temp, path)
+        if sync_directory:
+            fsync_directory(path.parent)
+    except OSError as exc:
+        temp.unlink(missing_ok=True)
+        raise SinkError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def fsync_directory(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def probe_writable(directory: Path) -> None:
+    ensure_directory(directory)
+    probe = directory / f".keysync-probe.{os.getpid()}"
+    try:
+        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.close(fd)
+        probe.unlink()
+    except OSError as exc:
+        raise SinkError(f"sink directory {directory} is not writable: {exc.strerror}") from None
+
+
+@contextmanager
+def file_lock(path: Path, timeout: float | None) -> Iterator[None]:
+    """An exclusive lock on `path`; who holds it is written inside for the next one to read."""
+    ensure_directory(path.parent)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        _acquire(fd, path, timeout)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, json.dumps(_holder()).encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _acquire(fd: int, path: Path, timeout: float | None) -> None:
+    deadline = time.monotonic() + (timeout or 0)
+    while True:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            if time.monotonic() >= deadline:
+                raise LockHeldError(_held_message(path, timeout)) from None
+            time.sleep(0.05)
+
+
+def _holder() -> dict[str, object]:
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "since": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _held_message(path: Path, timeout: float | None) -> str:
+    try:
+        holder = json.loads(path.read_text())
+        who = f"process {holder['pid']} on {holder['host']} since {holder['since']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        who = "another process"
+    waited = f" (waited {timeout:g}s)" if timeout else ""
+    return (
+        f"sink lock {path} is held by {who}{waited}; wait for it to finish, "
+        "or pass --lock-timeout DURATION to wait"
+    )
+
+
+class GroupCommit:
+    """Makes concurrent updates durable together: one flush covers every update made before it.
+
+    `commit(update)` applies `update` under the lock, then returns once a flush that started
+    after it has succeeded, so N threads finishing together pay for about one fsync, not N.
+    """
+
+    def __init__(self, snapshot: Callable[[], bytes], flush: Callable[[bytes], None]) -> None:
+        self._snapshot = snapshot
+        self._flush = flush
+        self._cond = threading.Condition()
+        self._requested = 0
+        self._done = 0
+        self._failed: tuple[int, BaseException] | None = None
+        self._flushing = False
+
+    def commit(self, update: Callable[[], None]) -> None:
+        with self._cond:
+            update()
+            self._requested += 1
+            mine = self._requested
+            while self._done < mine:
+                self._raise_if_failed(mine)
+                if self._flushing:
+                    self._cond.wait()
+                else:
+                    self._flush_as_leader()
+
+    def _flush_as_leader(self) -> None:
+        self._flushing = True
+        target = self._requested
+        error: BaseException | None = None
+        try:
+            data = self._snapshot()
+            self._cond.release()
+            try:
+                self._flush(data)
+            finally:
+                self._cond.acquire()
+        except BaseException as exc:
+            error = exc
+        self._flushing = False
+        if error is None:
+            self._done = target
+        else:
+            self._failed = (target, error)
+        self._cond.notify_all()
+
+    def _raise_if_failed(self, mine: int) -> None:
+        if self._failed is not None and mine <= self._failed[0] and self._done < mine:
+            error = self._failed[1]
+            if isinstance(error, SinkError):
+                raise SinkError(str(error))
+            raise SinkError(f"sink write failed: {error}")

@@ -1,0 +1,196 @@
+"""The `file` sink: every secret in one JSON or env document."""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import Any
+
+from keysync.errors import SinkError
+from keysync.keys import SecretRecord, SinkView, StoredEntry
+from keysync.secret import Secret
+from keysync.sinkconfig import FileSinkConfig
+from keysync.sinks.base import SinkContext
+from keysync.sinks.durable import (
+    GroupCommit,
+    atomic_write,
+    ensure_directory,
+    file_lock,
+    probe_writable,
+)
+
+_HEADER = "# keysync coderd_url="
+_META = "# keysync key "
+
+
+class FileSink:
+    config_model = FileSinkConfig
+
+    def __init__(self, config: FileSinkConfig, context: SinkContext) -> None:
+        self._config = config
+        self._url = context.coderd_url
+        self.path = context.resolve(config.path)
+        self._records: dict[str, SecretRecord] | None = None
+        self._guard = threading.Lock()
+        self._commit = GroupCommit(self._render, self._write)
+
+    def describe(self) -> str:
+        return f"file {self.path}"
+
+    def local_paths(self) -> list[Path]:
+        return [self.path]
+
+    def lock(self, timeout: float | None) -> AbstractContextManager[None]:
+        return file_lock(self.path.with_name(self.path.name + ".lock"), timeout)
+
+    def read(self) -> SinkView:
+        return SinkView({name: StoredEntry.of(r) for name, r in self._load().items()})
+
+    def check_writable(self) -> None:
+        self._load()
+        probe_writable(self.path.parent)
+
+    def store(self, record: SecretRecord) -> None:
+        records = self._load()
+        previous = records.get(record.name)
+        try:
+            self._commit.commit(lambda: _put(records, record))
+        except SinkError:
+            with self._guard:
+                self._restore(records, record.name, previous)
+            raise
+
+    def remove(self, name: str) -> None:
+        records = self._load()
+        if name in records:
+            self._commit.commit(lambda: drop(records, name))
+
+    def close(self) -> None:
+        pass
+
+    @staticmethod
+    def _restore(records: dict[str, SecretRecord], name: str, previous: SecretRecord | None) -> None:
+        if previous is None:
+            records.pop(name, None)
+        else:
+            records[name] = previous
+
+    def _load(self) -> dict[str, SecretRecord]:
+        with self._guard:
+            if self._records is None:
+                self._records = self._parse(self._read_text())
+            return self._records
+
+    def _read_text(self) -> str | None:
+        try:
+            return self.path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SinkError(f"cannot read sink file {self.path}: {exc}") from None
+
+    def _parse(self, text: str | None) -> dict[str, SecretRecord]:
+        if text is None or not text.strip():
+            return {}
+        try:
+            if self._config.format == "env":
+                url, records = _parse_env(text, self._config.prefix)
+            else:
+                url, records = _parse_json(text)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise SinkError(
+                f"sink file {self.path} is not a keysync {self._config.format} "
+                "document; move it aside or fix it"
+            ) from None
+        if url != self._url:
+            raise SinkError(
+                f"sink file {self.path} was made for coderd {url!r}, not {self._url!r}; "
+                "refusing to mix deployments"
+            )
+        return records
+
+    def _render(self) -> bytes:
+        records = dict(sorted((self._records or {}).items()))
+        if self._config.format == "env":
+            return _render_env(self._url, records, self._config.prefix).encode()
+        return _render_json(self._url, records).encode()
+
+    def _write(self, data: bytes) -> None:
+        ensure_directory(self.path.parent)
+        atomic_write(self.path, data)
+
+
+def _put(records: dict[str, SecretRecord], record: SecretRecord) -> None:
+    records[record.name] = record
+
+
+def drop(records: dict[str, Any], name: str) -> None:
+    records.pop(name, None)
+
+
+def _render_json(url: str, records: dict[str, SecretRecord]) -> str:
+    document = {
+        "version": 1,
+        "coderd_url": url,
+        "keys": {name: r.document() for name, r in records.items()},
+    }
+    return json.dumps(document, indent=2) + "\n"
+
+
+def _parse_json(text: str) -> tuple[str, dict[str, SecretRecord]]:
+    document = json.loads(text)
+    if document.get("version") != 1:
+        raise ValueError("version")
+    return document["coderd_url"], {
+        name: _record(name, fields, document["coderd_url"]) for name, fields in document["keys"].items()
+    }
+
+
+def _record(name: str, fields: dict[str, Any], url: str) -> SecretRecord:
+    return SecretRecord(
+        name=name,
+        key=Secret(str(fields["key"])),
+        id=str(fields.get("id", "")),
+        key_prefix=str(fields.get("key_prefix", "")),
+        created_at=str(fields.get("created_at", "")),
+        coderd_url=str(fields.get("coderd_url", url)),
+    )
+
+
+def env_name(name: str, prefix: str) -> str:
+    variable = prefix + name.upper().replace("-", "_")
+    return "KEY_" + variable if variable[0].isdigit() else variable
+
+
+def _render_env(url: str, records: dict[str, SecretRecord], prefix: str) -> str:
+    lines = [f"{_HEADER}{url}"]
+    for name, record in records.items():
+        meta = " ".join(f"{k}={v}" for k, v in record.public().items() if k != "coderd_url")
+        lines.append(f"{_META}{meta}")
+        lines.append(f"{env_name(name, prefix)}={record.key.reveal()}")
+    return "\n".join(lines) + "\n"
+
+
+def _parse_env(text: str, prefix: str) -> tuple[str, dict[str, SecretRecord]]:
+    url = None
+    metas: list[dict[str, str]] = []
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        if line.startswith(_HEADER):
+            url = line[len(_HEADER) :].strip()
+        elif line.startswith(_META):
+            metas.append(dict(re.findall(r"(\w+)=(\S*)", line[len(_META) :])))
+        elif "=" in line and not line.startswith("#"):
+            variable, _, value = line.partition("=")
+            values[variable.strip()] = value.strip()
+    if url is None:
+        raise ValueError("no header")
+    records = {}
+    for meta in metas:
+        secret = values.get(env_name(meta["name"], prefix))
+        if secret is not None:
+            records[meta["name"]] = _record(meta["name"], {**meta, "key": secret}, url)
+    return url, records
