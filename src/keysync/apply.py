@@ -1,0 +1,176 @@
+"""Carries out a plan: bounded parallelism, secrets durable before a create counts as done.
+
+The Coder API and the sink come in as small protocols, so this module does no I/O of its own.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from keysync.errors import ApiError, KeysyncError, OutcomeUnknownError, SinkError
+from keysync.keys import CreatedKey, LiveKey, SecretRecord
+from keysync.plan import Action, Plan
+
+_CREATE_ATTEMPTS = 3
+
+
+class KeyApi(Protocol):
+    def list_keys(self) -> list[LiveKey]: ...
+
+    def create_key(self, name: str) -> CreatedKey: ...
+
+    def delete_key(self, key_id: str) -> bool: ...
+
+
+class SecretStore(Protocol):
+    def store(self, record: SecretRecord) -> None: ...
+
+    def remove(self, name: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Outcome:
+    action: Action
+    error: str | None = None
+    created: LiveKey | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+    def data(self) -> dict[str, object]:
+        item: dict[str, object] = {**self.action.data(), "result": "ok" if self.ok else "failed"}
+        if self.created is not None:
+            item["new_id"] = self.created.id
+            item["new_key_prefix"] = self.created.key_prefix
+        if self.error:
+            item["error"] = self.error
+        return item
+
+
+@dataclass
+class ApplyReport:
+    outcomes: list[Outcome] = field(default_factory=list)
+    not_started: list[Action] = field(default_factory=list)
+    cleanup_errors: list[str] = field(default_factory=list)
+    interrupted: bool = False
+
+    @property
+    def failed(self) -> list[Outcome]:
+        return [o for o in self.outcomes if not o.ok]
+
+    @property
+    def succeeded(self) -> bool:
+        return not self.failed and not self.not_started and not self.cleanup_errors
+
+    def counts(self) -> dict[str, int]:
+        counts = {"create": 0, "delete": 0, "replace": 0, "failed": len(self.failed)}
+        for outcome in self.outcomes:
+            if outcome.ok:
+                counts[outcome.action.action] += 1
+        return counts
+
+
+class Applier:
+    def __init__(
+        self,
+        api: KeyApi,
+        sink: SecretStore,
+        coderd_url: str,
+        parallelism: int = 10,
+        stop: threading.Event | None = None,
+        on_outcome: Callable[[Outcome], None] = lambda outcome: None,
+    ) -> None:
+        self._api = api
+        self._sink = sink
+        self._url = coderd_url
+        self._parallelism = max(1, parallelism)
+        self._stop = stop or threading.Event()
+        self._on_outcome = on_outcome
+
+    def apply(self, plan: Plan) -> ApplyReport:
+        report = ApplyReport()
+        pending = iter(plan.actions)
+        with ThreadPoolExecutor(self._parallelism, thread_name_prefix="keysync-apply") as pool:
+            running: set[Future[Outcome]] = set()
+            self._fill(pool, running, pending)
+            while running:
+                done, running = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
+                for future in done:
+                    outcome = future.result()
+                    report.outcomes.append(outcome)
+                    self._on_outcome(outcome)
+                self._fill(pool, running, pending)
+        report.not_started = list(pending)
+        report.interrupted = self._stop.is_set()
+        if not report.interrupted:
+            report.cleanup_errors = self._remove_stale(plan.stale_records)
+        return report
+
+    def _fill(
+        self, pool: ThreadPoolExecutor, running: set[Future[Outcome]], pending: Iterator[Action]
+    ) -> None:
+        while len(running) < self._parallelism and not self._stop.is_set():
+            action = next(pending, None)
+            if action is None:
+                return
+            running.add(pool.submit(self._run, action))
+
+    def _run(self, action: Action) -> Outcome:
+        try:
+            created = None
+            if action.action in ("delete", "replace"):
+                self._delete(action)
+            if action.action in ("create", "replace"):
+                created = self._create(action.name)
+            return Outcome(action, created=created)
+        except KeysyncError as exc:
+            return Outcome(action, error=str(exc))
+
+    def _delete(self, action: Action) -> None:
+        assert action.live is not None
+        self._api.delete_key(action.live.id)
+        if action.action == "delete":
+            self._sink.remove(action.name)
+
+    def _create(self, name: str) -> LiveKey:
+        for _ in range(_CREATE_ATTEMPTS - 1):
+            try:
+                return self._deliver(self._api.create_key(name))
+            except OutcomeUnknownError:
+                self._resolve_unknown(name)
+        return self._deliver(self._api.create_key(name))
+
+    def _resolve_unknown(self, name: str) -> None:
+        """A create went out and no answer came back: if the key exists, nobody holds its secret."""
+        orphan = next((key for key in self._api.list_keys() if key.name == name), None)
+        if orphan is not None:
+            self._api.delete_key(orphan.id)
+
+    def _deliver(self, created: CreatedKey) -> LiveKey:
+        record = SecretRecord.for_created(created, self._url)
+        try:
+            self._sink.store(record)
+        except SinkError as exc:
+            raise SinkError(f"{exc}; {self._undo_create(created.live)}") from None
+        return created.live
+
+    def _undo_create(self, live: LiveKey) -> str:
+        try:
+            self._api.delete_key(live.id)
+            return f"key {live.name!r} was deleted again so that no secret is orphaned"
+        except ApiError as exc:
+            return f"deleting {live.name!r} again failed too ({exc}); the next apply replaces it"
+
+    def _remove_stale(self, names: list[str]) -> list[str]:
+        errors = []
+        for name in names:
+            try:
+                self._sink.remove(name)
+            except SinkError as exc:
+                errors.append(f"removing the stale sink record {name!r}: {exc}")
+        return errors

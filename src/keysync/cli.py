@@ -1,0 +1,114 @@
+"""The command line: parses options, composes the pieces, maps failures to exit codes."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from keysync import __version__
+
+F = TypeVar("F", bound=Callable[..., Any])
+EXIT_INTERRUPTED = 130
+
+
+def shared_options(func: F) -> F:
+    """The options every command takes, gathered into a keysync.session.Options."""
+    options = [
+        click.option(
+            "-f",
+            "--manifest",
+            type=click.Path(path_type=Path),
+            default=Path("keysync.yaml"),
+            show_default=True,
+            help="The manifest file.",
+        ),
+        click.option("--url", envvar="CODER_URL", help="Coder's URL (env CODER_URL)."),
+        click.option(
+            "--token-file",
+            type=click.Path(path_type=Path),
+            help="File holding the session token (default: env CODER_SESSION_TOKEN).",
+        ),
+        click.option(
+            "--api",
+            type=click.Choice(["auto", "coderd-keys", "aibridge-keys", "ai-gateway-keys"]),
+            help="API generation (default: the manifest's, else auto).",
+        ),
+        click.option(
+            "--ca-cert",
+            type=click.Path(path_type=Path, exists=True, dir_okay=False),
+            help="CA bundle to verify Coder's TLS certificate.",
+        ),
+        click.option(
+            "--timeout",
+            type=click.FloatRange(min=0.1),
+            default=30.0,
+            show_default=True,
+            help="Seconds each request may take.",
+        ),
+        click.option(
+            "--format",
+            "output_format",
+            type=click.Choice(["text", "json", "markdown"]),
+            default="text",
+            show_default=True,
+            help="Output format.",
+        ),
+        click.option("--no-color", is_flag=True, help="No colour (also env NO_COLOR)."),
+        click.option("-v", "--verbose", is_flag=True, help="More detail on stderr."),
+    ]
+    return functools.reduce(lambda f, option: option(f), reversed(options), func)
+
+
+def make_options(kwargs: dict[str, Any], **extra: Any) -> Any:
+    from keysync.session import Options
+
+    names = ("manifest", "url", "token_file", "api", "ca_cert", "timeout", "no_color", "verbose")
+    fields = {name: kwargs.pop(name) for name in names}
+    return Options(format=kwargs.pop("output_format"), **fields, **extra)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(__version__, prog_name="keysync")
+def cli() -> None:
+    """keysync keeps Coder's AI Gateway keys equal to a YAML manifest in git.
+
+    \b
+    Example:
+      export CODER_URL=https://coder.example.com CODER_SESSION_TOKEN=...
+      keysync plan && keysync apply
+    """
+
+
+def _register() -> None:
+    from keysync.commands import register
+
+    register(cli)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    _register()
+    try:
+        result = cli.main(
+            args=list(argv) if argv is not None else None, prog_name="keysync", standalone_mode=False
+        )
+    except click.exceptions.Abort:
+        click.echo("keysync: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    except click.exceptions.Exit as exc:
+        return int(exc.exit_code)
+    except click.ClickException as exc:
+        click.echo(f"keysync: error: {exc.format_message()}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        click.echo("keysync: interrupted", err=True)
+        return EXIT_INTERRUPTED
+    return int(result or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

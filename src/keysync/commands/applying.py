@@ -1,0 +1,203 @@
+"""`keysync apply`: plan (or load a saved plan), confirm, carry it out, report."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+
+from keysync import console
+from keysync.cli import EXIT_INTERRUPTED, make_options, shared_options
+from keysync.commands import boundary
+from keysync.commands.planning import plan_request, target_options
+
+
+@click.command()
+@shared_options
+@target_options
+@click.argument("planfile", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--auto-approve", is_flag=True, help="Apply without asking for confirmation.")
+@click.option(
+    "--parallelism",
+    type=click.IntRange(1, 256),
+    default=10,
+    show_default=True,
+    help="How many actions run at once.",
+)
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Allow deletes beyond max_deletes, of every key, or of keys in use; "
+    "allow sink paths git does not ignore.",
+)
+@click.option("--bypass-rate-limit", is_flag=True, help="Send X-Coder-Bypass-Ratelimit: true (owners).")
+@click.option("--lock-timeout", metavar="DURATION", help="Wait this long for the sink lock (e.g. 30s).")
+@boundary
+def apply(
+    planfile: Path | None,
+    auto_approve: bool,
+    parallelism: int,
+    force: bool,
+    bypass_rate_limit: bool,
+    lock_timeout: str | None,
+    **kwargs: Any,
+) -> int:
+    """Carry out the plan: create, delete and replace keys, delivering secrets to the sink.
+
+    \b
+    Examples:
+      keysync apply
+      keysync apply --auto-approve --parallelism 20
+      keysync plan --out plan.json && keysync apply plan.json
+    """
+    from keysync.session import Session
+
+    request = plan_request(kwargs)
+    saved = _load_saved(planfile, request) if planfile else None
+    if saved is not None:
+        request = _saved_request(saved)
+    options = make_options(kwargs, bypass_rate_limit=bypass_rate_limit, parallelism=parallelism)
+    session = Session(options)
+    try:
+        with session.sink.lock(_seconds(lock_timeout)):
+            return _apply_locked(session, request, saved, auto_approve or saved is not None, force)
+    finally:
+        session.close()
+
+
+def _apply_locked(
+    session: Any, request: Any, saved: dict[str, Any] | None, approved: bool, force: bool
+) -> int:
+    from keysync.errors import KeysyncError
+    from keysync.plandoc import check_saved_plan
+    from keysync.render import render_text
+
+    snapshot = session.snapshot(request)
+    plan = snapshot.plan
+    if saved is not None:
+        check_saved_plan(saved, snapshot.world)
+    if plan.failures:
+        raise KeysyncError("the plan cannot be applied: " + "; ".join(plan.failures))
+    if not plan.has_changes:
+        console.out("No changes. Nothing to apply.")
+        return 0
+    plan.raise_if_unsafe(force)
+    _check_git(session, force)
+    if not approved:
+        _require_terminal()
+        console.err(render_text(plan, snapshot.now, console.color_enabled_err(session.options.no_color)))
+        _confirm()
+    if any(action.action != "delete" for action in plan.actions):
+        session.sink.check_writable()
+    return _execute(session, plan)
+
+
+def _execute(session: Any, plan: Any) -> int:
+    from keysync.apply import Applier
+    from keysync.report import outcome_line, render_report
+
+    progress = console.Progress(len(plan.actions))
+    stop = threading.Event()
+    applier = Applier(
+        session.client,
+        session.sink,
+        session.coderd_url,
+        session.options.parallelism,
+        stop,
+        lambda outcome: progress.finished(outcome_line(outcome), outcome.ok),
+    )
+    with _stop_on_signals(stop):
+        report = applier.apply(plan)
+    progress.close()
+    if session.options.format == "json":
+        from keysync.report import report_document
+
+        console.out(json.dumps(report_document(report), indent=2))
+    else:
+        console.out(render_report(report))
+    if report.interrupted:
+        return EXIT_INTERRUPTED
+    return 0 if report.succeeded else 1
+
+
+@contextmanager
+def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
+    """The first SIGINT or SIGTERM lets in-flight actions finish and starts no new ones."""
+
+    def handler(signum: int, frame: Any) -> None:
+        if not stop.is_set():
+            console.err("keysync: interrupted: finishing the actions in flight, starting no new ones")
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def _confirm() -> None:
+    from keysync.errors import UsageError
+
+    if not console.stdin_is_terminal():
+        raise UsageError(
+            "apply needs confirmation but there is no terminal: pass --auto-approve, or apply a saved plan"
+        )
+    answer = console.ask("Do you want to apply these actions? Only 'yes' will be accepted: ")
+    if answer != "yes":
+        raise UsageError("apply cancelled: nothing was changed")
+
+
+def _check_git(session: Any, force: bool) -> None:
+    from keysync.errors import UnsafePlanError
+    from keysync.gitcheck import unignored_advice
+
+    if force:
+        return
+    sink_type = session.loaded.manifest.sink.type
+    for path in session.sink.local_paths():
+        advice = unignored_advice(path, is_directory=sink_type == "directory")
+        if advice:
+            raise UnsafePlanError(advice)
+
+
+def _load_saved(planfile: Path, request: Any) -> dict[str, Any]:
+    from keysync.errors import UsageError
+
+    if request.targets or request.replace:
+        raise UsageError("apply PLANFILE takes no --target or --replace: the saved plan has its own")
+    try:
+        document = json.loads(planfile.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"{planfile}: not a readable keysync plan ({exc})") from None
+    if not isinstance(document, dict) or document.get("format_version") != 1:
+        raise UsageError(f"{planfile}: not a keysync plan (format_version 1)")
+    return document
+
+
+def _saved_request(saved: dict[str, Any]) -> Any:
+    from keysync.plan import PlanRequest
+
+    return PlanRequest(frozenset(saved.get("targets", [])), frozenset(saved.get("replace", [])))
+
+
+def _seconds(text: str | None) -> float | None:
+    if text is None:
+        return None
+    from keysync.duration import parse_duration
+    from keysync.errors import UsageError
+
+    try:
+        return parse_duration(text).total_seconds()
+    except ValueError as exc:
+        raise UsageError(f"--lock-timeout: {exc}") from None
+
+
+COMMANDS = [apply]

@@ -1,0 +1,107 @@
+"""validate, schema, status and export: commands that change nothing."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import click
+
+from keysync import console
+from keysync.cli import make_options, shared_options
+from keysync.commands import boundary
+
+
+@click.command()
+@shared_options
+@boundary
+def validate(**kwargs: Any) -> int:
+    """Check the manifest offline.
+
+    \b
+    Example:
+      keysync validate -f keysync.yaml
+    """
+    from keysync.manifest_loader import load_manifest
+
+    options = make_options(kwargs)
+    loaded = load_manifest(options.manifest)
+    count = len(loaded.manifest.keys)
+    console.out(
+        f"{options.manifest}: valid ({count} key{'s' if count != 1 else ''}, "
+        f"sink {loaded.manifest.sink.type})"
+    )
+    return 0
+
+
+@click.command()
+@boundary
+def schema() -> int:
+    """Print the manifest's JSON Schema.
+
+    \b
+    Example:
+      keysync schema > schemas/keysync.schema.json
+    """
+    from keysync.schema import schema_text
+
+    console.out(schema_text())
+    return 0
+
+
+@click.command()
+@shared_options
+@boundary
+def status(**kwargs: Any) -> int:
+    """Show live keys with age, last use, and whether the sink holds their secret.
+
+    \b
+    Example:
+      keysync status --format json
+    """
+    from keysync.session import Session
+    from keysync.status import key_rows, render_rows
+
+    session = Session(make_options(kwargs))
+    try:
+        manifest = session.loaded.manifest
+        rows = key_rows(manifest, session.client.list_keys(), session.sink.read(), datetime.now(UTC))
+    finally:
+        session.close()
+    if session.options.format == "json":
+        console.out(json.dumps({"coderd_url": session.coderd_url, "keys": rows}, indent=2))
+    else:
+        console.out(render_rows(rows, datetime.now(UTC)))
+    return 0
+
+
+@click.command()
+@shared_options
+@boundary
+def export(**kwargs: Any) -> int:
+    """Write a manifest of the live keys to stdout, to adopt an existing deployment.
+
+    \b
+    Example:
+      keysync export --url https://coder.example.com > keysync.yaml
+    """
+    import yaml
+
+    from keysync.session import Session
+
+    session = Session(make_options(kwargs))
+    manifest = session.manifest_if_present()
+    try:
+        keys = session.client.list_keys()
+        coderd = {"url": session.coderd_url, "api": session.client.api}
+    finally:
+        session.close()
+    names = [key.name for key in keys if not (manifest and manifest.policy.ignores(key.name))]
+    document = {"version": 1, "coderd": coderd, "keys": names}
+    header = "# yaml-language-server: $schema=schemas/keysync.schema.json\n"
+    console.out(header + yaml.safe_dump(document, sort_keys=False))
+    return 0
+
+
+COMMANDS = [validate, schema, status, export]

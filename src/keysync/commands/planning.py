@@ -1,0 +1,99 @@
+"""`keysync plan`: read the world, print what apply would change, change nothing."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from keysync import console
+from keysync.cli import make_options, shared_options
+from keysync.commands import boundary
+
+EXIT_CHANGES = 2
+
+
+def target_options(func: Any) -> Any:
+    func = click.option(
+        "--replace",
+        "replace",
+        multiple=True,
+        metavar="NAME",
+        help="Replace this key even if nothing is wrong with it (repeatable).",
+    )(func)
+    return click.option(
+        "--target", "target", multiple=True, metavar="NAME", help="Limit the plan to this key (repeatable)."
+    )(func)
+
+
+def plan_request(kwargs: dict[str, Any]) -> Any:
+    from keysync.plan import PlanRequest
+
+    return PlanRequest(frozenset(kwargs.pop("target")), frozenset(kwargs.pop("replace")))
+
+
+def render_plan(snapshot: Any, session: Any, request: Any) -> str:
+    from keysync.plandoc import plan_document
+    from keysync.render import render_markdown, render_text
+
+    fmt = session.options.format
+    if fmt == "json":
+        return json.dumps(plan_document(snapshot.plan, snapshot.world, request), indent=2)
+    if fmt == "markdown":
+        return render_markdown(snapshot.plan, snapshot.now, session.coderd_url)
+    color = console.color_enabled(sys.stdout, session.options.no_color)
+    return render_text(snapshot.plan, snapshot.now, color)
+
+
+@click.command()
+@shared_options
+@target_options
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, writable=True),
+    metavar="PLANFILE",
+    help="Save the plan as JSON for `keysync apply PLANFILE`.",
+)
+@click.option(
+    "--detailed-exitcode", is_flag=True, help="Exit 2 when there are changes, 0 when there are none."
+)
+@boundary
+def plan(out: str | None, detailed_exitcode: bool, **kwargs: Any) -> int:
+    """Show what apply would change. Changes nothing anywhere.
+
+    \b
+    Examples:
+      keysync plan
+      keysync plan --format markdown > plan.md
+      keysync plan --out plan.json --detailed-exitcode
+    """
+    from keysync.session import Session
+
+    request = plan_request(kwargs)
+    session = Session(make_options(kwargs))
+    try:
+        snapshot = session.snapshot(request)
+    finally:
+        session.close()
+    console.out(render_plan(snapshot, session, request))
+    if out:
+        save_plan(out, snapshot, request)
+        console.err(f"Saved the plan to {out}; apply it with `keysync apply {out}`.")
+    if snapshot.plan.failures:
+        return 1
+    return EXIT_CHANGES if detailed_exitcode and snapshot.plan.has_changes else 0
+
+
+def save_plan(path: str, snapshot: Any, request: Any) -> None:
+    from pathlib import Path
+
+    from keysync.plandoc import plan_document
+    from keysync.sinks.durable import atomic_write
+
+    document = plan_document(snapshot.plan, snapshot.world, request, snapshot=True)
+    atomic_write(Path(path).absolute(), (json.dumps(document, indent=2) + "\n").encode())
+
+
+COMMANDS = [plan]

@@ -1,0 +1,95 @@
+"""`keysync dev-server`: the local emulator of Coder's keys API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from keysync.commands import boundary
+
+
+@click.command("dev-server")
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option(
+    "--port", type=click.IntRange(0, 65535), default=7080, show_default=True, help="0 picks a free port."
+)
+@click.option("--token", help="The owner's session token (default: random, printed on stderr).")
+@click.option("--member-token", help="A non-owner's session token (gets 403).")
+@click.option(
+    "--api",
+    type=click.Choice(["coderd-keys", "aibridge-keys", "ai-gateway-keys"]),
+    default="coderd-keys",
+    show_default=True,
+    help="Which API generation to serve.",
+)
+@click.option("--feature-disabled", is_flag=True, help="Answer 403 Premium feature.")
+@click.option(
+    "--state",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Persist keys (hashed secrets only) in this file.",
+)
+@click.option("--latency-ms", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--fail-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of requests answered 500.",
+)
+@click.option(
+    "--lose-response-rate",
+    type=click.FloatRange(0, 1),
+    default=0.0,
+    show_default=True,
+    help="Share of creates committed but left unanswered.",
+)
+@click.option(
+    "--rate-limit",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Requests per minute per path (0 = off).",
+)
+@click.option("--seed", type=int, help="Make ids, secrets and faults reproducible.")
+@boundary
+def dev_server(
+    host: str,
+    port: int,
+    token: str | None,
+    member_token: str | None,
+    api: str,
+    feature_disabled: bool,
+    state: Path | None,
+    latency_ms: int,
+    fail_rate: float,
+    lose_response_rate: float,
+    rate_limit: int,
+    seed: int | None,
+) -> int:
+    """Run a local emulator of the Coder AI Gateway keys API.
+
+    \b
+    Example:
+      keysync dev-server --port 7080 --token dev-token --latency-ms 20
+    """
+    from keysync.devserver import DevServerConfig, run
+
+    config = DevServerConfig(
+        host=host,
+        port=port,
+        token=token,
+        member_token=member_token,
+        api=api,
+        feature_disabled=feature_disabled,
+        state=state,
+        latency_ms=latency_ms,
+        fail_rate=fail_rate,
+        lose_response_rate=lose_response_rate,
+        rate_limit=rate_limit,
+        seed=seed,
+    )
+    return run(config)
+
+
+COMMANDS = [dev_server]

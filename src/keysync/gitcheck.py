@@ -1,0 +1,39 @@
+"""Refuses to write secrets into a git work tree unless git ignores the path."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+
+def unignored_advice(path: Path, is_directory: bool) -> str | None:
+    """None when `path` is outside any work tree or ignored; otherwise the advice to fix it."""
+    anchor = _existing_ancestor(path.resolve())
+    root = _git(anchor, "rev-parse", "--show-toplevel")
+    if root is None or root[0] != 0:
+        return None
+    top = Path(root[1].strip())
+    relative = path.resolve().relative_to(top)
+    probe = relative / ".keysync.json" if is_directory else relative
+    ignored = _git(top, "check-ignore", "-q", "--no-index", str(probe))
+    if ignored is not None and ignored[0] == 0:
+        return None
+    line = f"/{relative.as_posix()}{'/' if is_directory else ''}"
+    return (
+        f"sink path {path} lies in the git work tree {top} and git does not ignore it: "
+        f"add the line `{line}` to {top / '.gitignore'} (or pass --force)"
+    )
+
+
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path if path.is_dir() else path.parent
+
+
+def _git(cwd: Path, *args: str) -> tuple[int, str] | None:
+    try:
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return done.returncode, done.stdout

@@ -1,0 +1,52 @@
+"""What apply did, for people and for scripts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from keysync import __version__
+from keysync.apply import ApplyReport, Outcome
+
+_PAST = {"create": "created", "delete": "deleted", "replace": "replaced"}
+_SYMBOL = {"create": "+", "delete": "-", "replace": "-/+"}
+
+
+def outcome_line(outcome: Outcome) -> str:
+    action = outcome.action
+    if not outcome.ok:
+        return f"  ! failed to {action.action} {action.name}: {outcome.error}"
+    prefix = f"  key_prefix {outcome.created.key_prefix}" if outcome.created else ""
+    return f"{_SYMBOL[action.action]:>3} {_PAST[action.action]} {action.name} ({action.reason}){prefix}"
+
+
+def summary_line(report: ApplyReport) -> str:
+    counts = report.counts()
+    done = (
+        f"{counts['create']} created, {counts['delete']} deleted, {counts['replace']} replaced, "
+        f"{counts['failed']} failed"
+    )
+    if report.interrupted:
+        return f"Apply interrupted: {done}, {len(report.not_started)} not started."
+    if report.succeeded:
+        return f"Apply complete: {done}."
+    return f"Apply failed: {done}. Run `keysync plan` to see what is left; `keysync apply` again to finish."
+
+
+def render_report(report: ApplyReport) -> str:
+    lines = [outcome_line(outcome) for outcome in sorted(report.outcomes, key=lambda o: o.action.sort_key())]
+    lines += [f"  . not started: {action.action} {action.name}" for action in report.not_started]
+    lines += [f"  ! {error}" for error in report.cleanup_errors]
+    lines.append(summary_line(report))
+    return "\n".join(lines)
+
+
+def report_document(report: ApplyReport) -> dict[str, Any]:
+    return {
+        "format_version": 1,
+        "keysync_version": __version__,
+        "result": "interrupted" if report.interrupted else ("ok" if report.succeeded else "failed"),
+        "actions": [o.data() for o in sorted(report.outcomes, key=lambda o: o.action.sort_key())],
+        "not_started": [a.data() for a in report.not_started],
+        "errors": report.cleanup_errors,
+        "summary": report.counts(),
+    }

@@ -1,0 +1,142 @@
+"""Builds what a command needs from its options: the manifest, the Coder client, the sink."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from keysync.errors import UsageError
+from keysync.secret import Secret
+
+if TYPE_CHECKING:
+    from keysync.client import CoderClient
+    from keysync.keys import LiveKey, SinkView
+    from keysync.manifest import Manifest
+    from keysync.manifest_loader import LoadedManifest
+    from keysync.plan import Plan, PlanRequest
+    from keysync.plandoc import World
+    from keysync.sinks.base import Sink
+
+
+@dataclass(frozen=True)
+class Options:
+    manifest: Path = Path("keysync.yaml")
+    url: str | None = None
+    token_file: Path | None = None
+    api: str | None = None
+    ca_cert: Path | None = None
+    timeout: float = 30.0
+    format: str = "text"
+    no_color: bool = False
+    verbose: bool = False
+    bypass_rate_limit: bool = False
+    parallelism: int = 10
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One reading of the world and the plan made from it."""
+
+    live: list[LiveKey]
+    sink: SinkView
+    plan: Plan
+    world: World
+    now: datetime
+
+
+class Session:
+    def __init__(self, options: Options) -> None:
+        self.options = options
+        self._client: CoderClient | None = None
+        self._sink: Sink | None = None
+
+    @cached_property
+    def loaded(self) -> LoadedManifest:
+        from keysync.manifest_loader import load_manifest
+
+        return load_manifest(self.options.manifest)
+
+    @cached_property
+    def coderd_url(self) -> str:
+        from keysync.client import check_url
+
+        manifest = self.manifest_if_present()
+        url = self.options.url or (manifest.coderd.url if manifest else None)
+        if not url:
+            raise UsageError("no coderd URL: pass --url, set CODER_URL, or set coderd.url in the manifest")
+        return check_url(url)
+
+    def manifest_if_present(self) -> Manifest | None:
+        """The manifest, or None when its file does not exist (export works without one)."""
+        return self.loaded.manifest if self.options.manifest.exists() else None
+
+    def _manifest_api(self) -> str:
+        manifest = self.manifest_if_present()
+        return manifest.coderd.api if manifest else "auto"
+
+    @property
+    def client(self) -> CoderClient:
+        if self._client is None:
+            from keysync.client import ClientSettings, CoderClient
+
+            settings = ClientSettings(
+                url=self.coderd_url,
+                token=read_token(self.options.token_file),
+                api=self.options.api or self._manifest_api(),
+                ca_cert=self.options.ca_cert,
+                timeout=self.options.timeout,
+                bypass_rate_limit=self.options.bypass_rate_limit,
+                pool_size=max(10, self.options.parallelism),
+            )
+            self._client = CoderClient(settings)
+        return self._client
+
+    @property
+    def sink(self) -> Sink:
+        if self._sink is None:
+            from keysync.sinks.base import SinkContext
+            from keysync.sinks.registry import open_sink
+
+            context = SinkContext(
+                self.loaded.directory, self.coderd_url, dict(os.environ), self.options.timeout
+            )
+            self._sink = open_sink(self.loaded.manifest.sink.options(), context)
+        return self._sink
+
+    def snapshot(self, request: PlanRequest) -> Snapshot:
+        from keysync.plan import build_plan
+        from keysync.plandoc import World
+
+        manifest = self.loaded.manifest
+        live = self.client.list_keys()
+        view = self.sink.read()
+        now = datetime.now(UTC)
+        plan = build_plan(manifest, live, view, now, self.coderd_url, request)
+        managed = [key for key in live if not manifest.policy.ignores(key.name)]
+        world = World.of(self.coderd_url, self.client.api, self.loaded.sha256, managed, view)
+        return Snapshot(live, view, plan, world, now)
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._client.close()
+        if self._sink is not None:
+            self._sink.close()
+
+
+def read_token(token_file: Path | None) -> Secret:
+    if token_file is not None:
+        try:
+            token = token_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise UsageError(f"--token-file {token_file}: cannot read: {exc.strerror}") from None
+        if not token:
+            raise UsageError(f"--token-file {token_file} is empty")
+        return Secret(token)
+    token = os.environ.get("CODER_SESSION_TOKEN", "").strip()
+    if not token:
+        raise UsageError("no session token: set CODER_SESSION_TOKEN or pass --token-file PATH")
+    return Secret(token)
