@@ -143,13 +143,18 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def _confirm() -> None:
+def _require_terminal() -> None:
     from keysync.errors import UsageError
 
     if not console.stdin_is_terminal():
         raise UsageError(
             "apply needs confirmation but there is no terminal: pass --auto-approve, or apply a saved plan"
         )
+
+
+def _confirm() -> None:
+    from keysync.errors import UsageError
+
     answer = console.ask("Do you want to apply these actions? Only 'yes' will be accepted: ")
     if answer != "yes":
         raise UsageError("apply cancelled: nothing was changed")
