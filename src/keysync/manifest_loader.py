@@ -13,11 +13,16 @@ from pydantic import BaseModel, ValidationError
 
 from keysync import yamlsource
 from keysync.errors import ManifestError
-from keysync.manifest import Manifest
+from keysync.manifest import Manifest, Policy
 from keysync.sinkconfig import BUILTIN_SINK_CONFIGS
 
 Problem = tuple[yamlsource.Path, str]
 _TOKEN_LIKE = re.compile(r"^[A-Za-z0-9]{10}-[A-Za-z0-9]{22}$")
+_FRIENDLY = {
+    "name": "not a valid key name: lowercase letters, digits and single hyphens, not at either end",
+    "rotate_after": "not a duration: digits and a unit s, m, h, d or w, e.g. 90d or 1w2d",
+    "overlap_grace": "not a duration: digits and a unit s, m, h, d or w, e.g. 15m",
+}
 _SECRET_FIELDS = {"token", "session_token", "secret", "secret_id", "password", "key"}
 
 
@@ -51,8 +56,6 @@ def parse_manifest(raw: bytes, path: Path) -> LoadedManifest:
     manifest = None
     if not problems:
         manifest, problems = _validate(document.data)
-    if manifest is not None and not problems:
-        problems = list(_semantic_problems(manifest))
     if problems:
         lines = sorted({(document.line_of(loc), _field(loc), text) for loc, text in problems})
         raise ManifestError([f"{path}:{line}: {field}: {text}" for line, field, text in lines])
@@ -73,17 +76,27 @@ def _structure_problems(data: Any) -> Iterator[Problem]:
 
 
 def _validate(data: dict[str, Any]) -> tuple[Manifest | None, list[Problem]]:
-    problems: list[Problem] = []
+    problems = _sink_problems(data.get("sink", {}))
+    problems += _semantic_problems(data)
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:
-        return None, [_problem(error) for error in exc.errors()]
-    config_model = BUILTIN_SINK_CONFIGS.get(manifest.sink.type) or _plugin_config(manifest.sink.type)
-    if config_model is None:
-        problems.append((("sink", "type"), f"unknown sink type {manifest.sink.type!r}"))
-    else:
-        problems.extend(_sink_problems(config_model, manifest.sink.options()))
+        return None, [_problem(error) for error in exc.errors()] + problems
     return manifest, problems
+
+
+def _sink_problems(sink: Any) -> list[Problem]:
+    if not isinstance(sink, dict) or not isinstance(sink.get("type", "file"), str):
+        return []  # the model reports the wrong type
+    sink_type = sink.get("type", "file")
+    model = BUILTIN_SINK_CONFIGS.get(sink_type) or _plugin_config(sink_type)
+    if model is None:
+        return [(("sink", "type"), f"unknown sink type {sink_type!r}")]
+    try:
+        model.model_validate(sink)
+    except ValidationError as exc:
+        return [_problem(error, prefix=("sink",)) for error in exc.errors()]
+    return []
 
 
 def _plugin_config(sink_type: str) -> type[BaseModel] | None:
@@ -92,30 +105,42 @@ def _plugin_config(sink_type: str) -> type[BaseModel] | None:
     return plugin_config_model(sink_type)
 
 
-def _sink_problems(model: type[BaseModel], options: dict[str, Any]) -> list[Problem]:
-    try:
-        model.model_validate(options)
-    except ValidationError as exc:
-        return [_problem(error, prefix=("sink",)) for error in exc.errors()]
-    return []
-
-
-def _semantic_problems(manifest: Manifest) -> Iterator[Problem]:
+def _semantic_problems(data: dict[str, Any]) -> list[Problem]:
+    """Rules across fields, checked on the raw data so that they show beside type errors."""
+    keys = data.get("keys")
+    if not isinstance(keys, list):
+        return []
+    raw_policy = data.get("policy")
+    policy: dict[str, Any] = raw_policy if isinstance(raw_policy, dict) else {}
+    raw_ignore = policy.get("ignore")
+    ignore = [p for p in raw_ignore if isinstance(p, str)] if isinstance(raw_ignore, list) else []
+    specs = [(i, _raw_spec(item)) for i, item in enumerate(keys)]
+    names = {spec["name"] for _, spec in specs if spec}
+    problems: list[Problem] = []
     seen: dict[str, int] = {}
-    names = set(manifest.names())
-    for index, spec in enumerate(manifest.keys):
-        loc: yamlsource.Path = ("keys", index)
-        if spec.name in seen:
-            yield loc, f"duplicate key name {spec.name!r} (first at keys[{seen[spec.name]}])"
-        seen.setdefault(spec.name, index)
-        if manifest.policy.ignores(spec.name):
-            yield loc, f"{spec.name!r} matches policy.ignore, so keysync could never manage it"
-        base = _generation_base(spec.name)
+    for index, spec in specs:
+        if not spec:
+            continue
+        name, loc = spec["name"], ("keys", index)
+        if name in seen:
+            problems.append((loc, f"duplicate key name {name!r} (first at keys[{seen[name]}])"))
+        seen.setdefault(name, index)
+        if Policy.model_construct(ignore=ignore).ignores(name):
+            problems.append((loc, f"{name!r} matches policy.ignore, so keysync could never manage it"))
+        base = _generation_base(name)
         if base in names:
-            yield loc, f"{spec.name!r} is a rotation generation of {base!r}; rename one of them"
-        rotation = spec.rotation or manifest.policy.rotation
-        if rotation == "overlap" and len(spec.name) > 60:
-            yield loc, f"{spec.name!r} is too long for rotation: overlap (at most 60 characters)"
+            problems.append((loc, f"{name!r} is a rotation generation of {base!r}; rename one of them"))
+        if spec.get("rotation", policy.get("rotation")) == "overlap" and len(name) > 60:
+            problems.append((loc, f"{name!r} is too long for rotation: overlap (at most 60 characters)"))
+    return problems
+
+
+def _raw_spec(item: Any) -> dict[str, Any] | None:
+    if isinstance(item, str):
+        return {"name": item}
+    if isinstance(item, dict) and isinstance(item.get("name"), str):
+        return item
+    return None
 
 
 def _generation_base(name: str) -> str | None:
@@ -130,7 +155,11 @@ def _problem(error: Any, prefix: yamlsource.Path = ()) -> Problem:
         if str(loc[-1]) in _SECRET_FIELDS or "token" in str(loc[-1]):
             hint = ": secrets never live in the manifest; use CODER_SESSION_TOKEN or --token-file"
         return loc, f"unknown field{hint}"
-    message = error["msg"]
+    message = (
+        _FRIENDLY.get(str(loc[-1]), error["msg"])
+        if error["type"] == "string_pattern_mismatch"
+        else (error["msg"])
+    )
     if error["type"] != "missing":
         message += f" (got {_quote(error.get('input'))})"
     return loc, message

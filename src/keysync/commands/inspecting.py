@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import click
@@ -15,23 +16,33 @@ from keysync.commands import boundary
 
 @click.command()
 @shared_options
+@click.argument("more", nargs=-1, type=click.Path(path_type=Path), metavar="[MANIFEST]...")
 @boundary
-def validate(**kwargs: Any) -> int:
-    """Check the manifest offline.
+def validate(more: tuple[Path, ...], **kwargs: Any) -> int:
+    """Check manifests offline: -f/--manifest, or every MANIFEST given.
 
     \b
-    Example:
-      keysync validate -f keysync.yaml
+    Examples:
+      keysync validate
+      keysync validate deploy/*/keysync.yaml
     """
+    from keysync.errors import ManifestError
     from keysync.manifest_loader import load_manifest
 
     options = make_options(kwargs)
-    loaded = load_manifest(options.manifest)
-    count = len(loaded.manifest.keys)
-    console.out(
-        f"{options.manifest}: valid ({count} key{'s' if count != 1 else ''}, "
-        f"sink {loaded.manifest.sink.type})"
-    )
+    problems: list[str] = []
+    for path in more or (options.manifest,):
+        try:
+            loaded = load_manifest(path)
+        except ManifestError as exc:
+            problems += exc.problems
+            continue
+        count = len(loaded.manifest.keys)
+        console.out(
+            f"{path}: valid ({count} key{'s' if count != 1 else ''}, sink {loaded.manifest.sink.type})"
+        )
+    if problems:
+        raise ManifestError(problems)
     return 0
 
 

@@ -1,0 +1,36 @@
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+PYTEST_ARGS ?= -n 2
+
+.PHONY: test lint types unit demo bench schema clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[test]'
+	touch $@
+
+lint: $(BIN)/.installed
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+
+types: $(BIN)/.installed
+	$(BIN)/mypy
+
+unit: $(BIN)/.installed
+	$(BIN)/pytest $(PYTEST_ARGS)
+
+test: lint types unit
+
+schema: $(BIN)/.installed
+	$(BIN)/keysync schema > schemas/keysync.schema.json
+
+demo: $(BIN)/.installed
+	KEYSYNC=$(BIN)/keysync bash examples/demo/run.sh
+
+bench: $(BIN)/.installed
+	$(BIN)/python benchmarks/run.py
+
+clean:
+	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,77 @@
+"""Shared fixtures: a real dev server on loopback and the installed `keysync` as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from keysync.devserver import DevServer, DevServerConfig
+
+OWNER_TOKEN = "keysyncTst-0123456789abcdefABCDEF"
+KEYSYNC = shutil.which("keysync", path=str(Path(sys.executable).parent)) or "keysync"
+
+
+@pytest.fixture
+def dev_server() -> Iterator[DevServer]:
+    with DevServer(DevServerConfig(port=0, token=OWNER_TOKEN, seed=7)) as server:
+        yield server
+
+
+@dataclass
+class Run:
+    """One finished `keysync` process."""
+
+    args: list[str]
+    code: int
+    stdout: str
+    stderr: str
+
+    def __str__(self) -> str:
+        return f"keysync {' '.join(self.args)} -> {self.code}\n{self.stdout}\n{self.stderr}"
+
+
+@dataclass
+class Cli:
+    """Runs the installed keysync in a working directory with a controlled environment."""
+
+    cwd: Path
+    env: dict[str, str]
+    runs: list[Run] = field(default_factory=list)
+
+    def __call__(self, *args: str, input: str | None = None, timeout: float = 60) -> Run:
+        done = subprocess.run([KEYSYNC, *args], cwd=self.cwd, env=self.env, input=input,
+                              capture_output=True, text=True, timeout=timeout)
+        run = Run(list(args), done.returncode, done.stdout, done.stderr)
+        self.runs.append(run)
+        CAPTURED.append(run.stdout + run.stderr)
+        return run
+
+    def write_manifest(self, text: str, name: str = "keysync.yaml") -> Path:
+        path = self.cwd / name
+        path.write_text(text)
+        return path
+
+
+CAPTURED: list[str] = []
+
+
+def base_env() -> dict[str, str]:
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
+    env = {k: v for k, v in os.environ.items() if k in keep}
+    env["NO_COLOR"] = "1"
+    return env
+
+
+@pytest.fixture
+def cli(tmp_path: Path, dev_server: DevServer) -> Cli:
+    env = base_env()
+    env["CODER_URL"] = dev_server.url
+    env["CODER_SESSION_TOKEN"] = dev_server.token
+    return Cli(tmp_path, env)

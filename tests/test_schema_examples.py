@@ -1,0 +1,71 @@
+"""The checked-in schema matches the models; every example is valid and calls real flags."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from conftest import KEYSYNC
+from keysync.schema import manifest_schema, schema_text
+
+ROOT = Path(__file__).resolve().parent.parent
+EXAMPLES = ROOT / "examples"
+MANIFESTS = sorted(
+    p for p in EXAMPLES.rglob("*.yaml") if "version: 1" in p.read_text() and "kind:" not in p.read_text()
+)
+WORKFLOWS = sorted((EXAMPLES / "ci").glob("*.yaml"))
+
+
+def test_checked_in_schema_is_the_generated_one() -> None:
+    assert (ROOT / "schemas" / "keysync.schema.json").read_text() == schema_text()
+
+
+def test_schema_command_prints_the_schema() -> None:
+    done = subprocess.run([KEYSYNC, "schema"], capture_output=True, text=True, check=True)
+    assert json.loads(done.stdout) == manifest_schema()
+
+
+def test_there_are_examples_of_every_sink() -> None:
+    sink_types = {(yaml.safe_load(p.read_text()).get("sink") or {}).get("type", "file") for p in MANIFESTS}
+    assert {"file", "directory", "vault", "exec"} <= sink_types
+
+
+@pytest.mark.parametrize("path", MANIFESTS, ids=lambda p: str(p.relative_to(EXAMPLES)))
+def test_example_manifest_is_valid(path: Path) -> None:
+    done = subprocess.run([KEYSYNC, "validate", "-f", str(path)], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    jsonschema.validate(yaml.safe_load(path.read_text()), manifest_schema())
+
+
+def test_schema_rejects_what_validate_rejects() -> None:
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"version": 1, "keys": ["Bad_Name"]}, manifest_schema())
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({"version": 1, "keys": [], "surprise": 1}, manifest_schema())
+
+
+def _keysync_invocations(text: str) -> list[list[str]]:
+    commands = []
+    for line in text.splitlines():
+        for match in re.finditer(r"(?:^|run:|entry:|- |&&|\|)\s*keysync ([a-z-]+)((?: +-{1,2}[a-z-]+)*)", line):
+            flags = re.findall(r"(-{1,2}[a-z-]+)", match.group(2))
+            commands.append([match.group(1), *flags])
+    return commands
+
+
+@pytest.mark.parametrize("path", [*WORKFLOWS, ROOT / ".pre-commit-hooks.yaml"], ids=lambda p: p.name)
+def test_workflow_calls_commands_and_flags_that_exist(path: Path) -> None:
+    yaml.safe_load(path.read_text())
+    invocations = _keysync_invocations(path.read_text())
+    assert invocations, f"{path} runs no keysync command"
+    for command, *flags in invocations:
+        done = subprocess.run([KEYSYNC, command, "--help"], capture_output=True, text=True)
+        assert done.returncode == 0, f"{path}: keysync {command} does not exist"
+        for flag in flags:
+            assert re.search(rf"(^|[\s,]){re.escape(flag)}\b", done.stdout), f"{path}: {command} {flag}"
