@@ -49,6 +49,14 @@ class Plan:
     needs_force: list[str] = field(default_factory=list)
     stale_records: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    guards: dict[str, list[str]] = field(default_factory=dict)
+
+    def without_forced(self) -> tuple[Plan, list[tuple[Action, str]]]:
+        """The plan less every action a guard holds back, and those actions with the guard."""
+        held = {name: reason for reason, names in self.guards.items() for name in names}
+        kept = [a for a in self.actions if a.name not in held]
+        skipped = [(a, held[a.name]) for a in self.actions if a.name in held]
+        return Plan(kept, self.warnings, [], self.stale_records, self.failures), skipped
 
     @property
     def has_changes(self) -> bool:
@@ -102,9 +110,9 @@ def build_plan(
         f"sink holds a record for {name!r}, whose key no longer exists: apply removes it" for name in stale
     )
     actions.sort(key=Action.sort_key)
-    needs_force = _guard_violations(actions, managed, manifest, now)
-    warnings.extend(f"needs --force: {reason}" for reason in needs_force)
-    return Plan(actions, warnings, needs_force, stale, failures)
+    guards = _guard_violations(actions, managed, manifest, now)
+    warnings.extend(f"needs --force: {reason}" for reason in guards)
+    return Plan(actions, warnings, list(guards), stale, failures, guards)
 
 
 def _check_request(manifest: Manifest, request: PlanRequest) -> None:
@@ -202,16 +210,18 @@ def _stale_records(
 
 def _guard_violations(
     actions: Collection[Action], managed: dict[str, LiveKey], manifest: Manifest, now: datetime
-) -> list[str]:
-    violations = []
+) -> dict[str, list[str]]:
+    """Each guard that trips, mapped to the names of the actions it holds back."""
+    violations: dict[str, list[str]] = {}
     destroyed = [a for a in actions if a.destroys]
     limit = manifest.policy.max_deletes
     if len(destroyed) > limit:
-        violations.append(f"{len(destroyed)} keys would be destroyed, more than max_deletes ({limit})")
-    deleted = {a.name for a in actions if a.action == "delete"}
-    if deleted and deleted == set(managed):
-        violations.append(f"every managed key would be deleted ({len(deleted)})")
+        message = f"{len(destroyed)} keys would be destroyed, more than max_deletes ({limit})"
+        violations[message] = [a.name for a in destroyed]
+    deleted = [a.name for a in actions if a.action == "delete"]
+    if deleted and set(deleted) == set(managed):
+        violations[f"every managed key would be deleted ({len(deleted)})"] = deleted
     for action in destroyed:
         if action.reason != "requested" and action.live is not None and action.live.in_use(now):
-            violations.append(f"{action.name!r} was used in the last 10 minutes ({action.action})")
+            violations[f"{action.name!r} was used in the last 10 minutes ({action.action})"] = [action.name]
     return violations

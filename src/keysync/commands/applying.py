@@ -37,6 +37,11 @@ from keysync.commands.planning import plan_request, target_options
     "allow sink paths git does not ignore.",
 )
 @click.option("--bypass-rate-limit", is_flag=True, help="Send X-Coder-Bypass-Ratelimit: true (owners).")
+@click.option(
+    "--audit-log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Append one JSON line per action carried out to this file.",
+)
 @click.option("--lock-timeout", metavar="DURATION", help="Wait this long for the sink lock (e.g. 30s).")
 @boundary
 def apply(
@@ -46,6 +51,7 @@ def apply(
     force: bool,
     bypass_rate_limit: bool,
     lock_timeout: str | None,
+    audit_log: Path | None,
     **kwargs: Any,
 ) -> int:
     """Carry out the plan: create, delete and replace keys, delivering secrets to the sink.
@@ -66,13 +72,19 @@ def apply(
     session = Session(options)
     try:
         with session.sink.lock(_seconds(lock_timeout)):
-            return _apply_locked(session, request, saved, auto_approve or saved is not None, force)
+            approved = auto_approve or saved is not None
+            return _apply_locked(session, request, saved, approved, force, audit_log)
     finally:
         session.close()
 
 
 def _apply_locked(
-    session: Any, request: Any, saved: dict[str, Any] | None, approved: bool, force: bool
+    session: Any,
+    request: Any,
+    saved: dict[str, Any] | None,
+    approved: bool,
+    force: bool,
+    audit_path: Path | None,
 ) -> int:
     from keysync.errors import KeysyncError
     from keysync.plandoc import check_saved_plan
@@ -95,35 +107,60 @@ def _apply_locked(
         _confirm()
     if any(action.action != "delete" for action in plan.actions):
         session.sink.check_writable()
-    return _execute(session, plan)
+    return _execute(session, plan, audit_path)
 
 
-def _execute(session: Any, plan: Any) -> int:
-    from keysync.apply import Applier
-    from keysync.report import outcome_line, render_report
+def _execute(session: Any, plan: Any, audit_path: Path | None) -> int:
+    from keysync.report import outcome_line, render_report, report_document
 
     progress = console.Progress(len(plan.actions))
     stop = threading.Event()
-    applier = Applier(
-        session.client,
-        session.sink,
-        session.coderd_url,
-        session.options.parallelism,
-        stop,
-        lambda outcome: progress.finished(outcome_line(outcome), outcome.ok),
-    )
     with _stop_on_signals(stop):
-        report = applier.apply(plan)
+        report, audit_error = execute_plan(
+            session, plan, stop, lambda o: progress.finished(outcome_line(o), o.ok), audit_path
+        )
     progress.close()
     if session.options.format == "json":
-        from keysync.report import report_document
-
         console.out(json.dumps(report_document(report), indent=2))
     else:
         console.out(render_report(report))
+    if audit_error:
+        console.err(f"keysync: error: {audit_error}; the actions above were done and are kept")
+        return 1
     if report.interrupted:
         return EXIT_INTERRUPTED
     return 0 if report.succeeded else 1
+
+
+def execute_plan(
+    session: Any, plan: Any, stop: threading.Event, on_outcome: Any, audit_path: Path | None
+) -> tuple[Any, str | None]:
+    """Runs the plan's actions; a failed audit write stops new actions and is returned."""
+    from keysync.apply import Applier
+    from keysync.audit import AuditError, AuditLog
+
+    audit = AuditLog(audit_path) if audit_path else None
+    failures: list[str] = []
+
+    def handle(outcome: Any) -> None:
+        on_outcome(outcome)
+        if audit is None or failures:
+            return
+        try:
+            audit.record(outcome, session.loaded.sha256)
+        except AuditError as exc:
+            failures.append(str(exc))
+            stop.set()
+
+    applier = Applier(
+        session.client, session.sink, session.coderd_url, session.options.parallelism, stop, handle
+    )
+    try:
+        report = applier.apply(plan)
+    finally:
+        if audit is not None:
+            audit.close()
+    return report, (failures[0] if failures else None)
 
 
 @contextmanager
