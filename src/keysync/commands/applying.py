@@ -71,7 +71,7 @@ def apply(
     options = make_options(kwargs, bypass_rate_limit=bypass_rate_limit, parallelism=parallelism)
     session = Session(options)
     try:
-        with session.sink.lock(_seconds(lock_timeout)):
+        with session.sink.lock(seconds(lock_timeout)):
             approved = auto_approve or saved is not None
             return _apply_locked(session, request, saved, approved, force, audit_log)
     finally:
@@ -100,7 +100,7 @@ def _apply_locked(
         console.out("No changes. Nothing to apply.")
         return 0
     plan.raise_if_unsafe(force)
-    _check_git(session, force)
+    check_git(session, force)
     if not approved:
         _require_terminal()
         console.err(render_text(plan, snapshot.now, console.color_enabled_err(session.options.no_color)))
@@ -197,7 +197,7 @@ def _confirm() -> None:
         raise UsageError("apply cancelled: nothing was changed")
 
 
-def _check_git(session: Any, force: bool) -> None:
+def check_git(session: Any, force: bool) -> None:
     from keysync.errors import UnsafePlanError
     from keysync.gitcheck import unignored_advice
 
@@ -230,7 +230,7 @@ def _saved_request(saved: dict[str, Any]) -> Any:
     return PlanRequest(frozenset(saved.get("targets", [])), frozenset(saved.get("replace", [])))
 
 
-def _seconds(text: str | None) -> float | None:
+def seconds(text: str | None, option: str = "--lock-timeout") -> float | None:
     if text is None:
         return None
     from keysync.duration import parse_duration
@@ -239,7 +239,7 @@ def _seconds(text: str | None) -> float | None:
     try:
         return parse_duration(text).total_seconds()
     except ValueError as exc:
-        raise UsageError(f"--lock-timeout: {exc}") from None
+        raise UsageError(f"{option}: {exc}") from None
 
 
 COMMANDS = [apply]

@@ -1,0 +1,89 @@
+"""`keysync watch`: reconcile on a timer."""
+
+from __future__ import annotations
+
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+import click
+
+from keysync.cli import EXIT_INTERRUPTED, make_options, shared_options
+from keysync.commands import boundary
+
+
+@click.command()
+@shared_options
+@click.option("--interval", default="5m", show_default=True, metavar="DURATION", help="Time between rounds.")
+@click.option("--apply", "do_apply", is_flag=True, help="Apply each round's plan (never with --force).")
+@click.option("--listen", metavar="HOST:PORT", help="Serve /metrics and /healthz here (e.g. 127.0.0.1:9464).")
+@click.option("--log-format", type=click.Choice(["json", "text"]), default="json", show_default=True)
+@click.option(
+    "--audit-log",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Append one JSON line per action carried out to this file.",
+)
+@click.option("--parallelism", type=click.IntRange(1, 256), default=10, show_default=True)
+@click.option("--lock-timeout", metavar="DURATION", help="Wait this long for the sink lock each round.")
+@click.option("--bypass-rate-limit", is_flag=True, help="Send X-Coder-Bypass-Ratelimit: true (owners).")
+@boundary
+def watch(
+    interval: str,
+    do_apply: bool,
+    listen: str | None,
+    log_format: str,
+    audit_log: Path | None,
+    parallelism: int,
+    lock_timeout: str | None,
+    bypass_rate_limit: bool,
+    **kwargs: Any,
+) -> int:
+    """Plan every interval, and apply with --apply; serve metrics with --listen.
+
+    \b
+    Example:
+      keysync watch --interval 5m --apply --listen 127.0.0.1:9464
+    """
+    from keysync.commands.applying import seconds
+    from keysync.metrics import WatchMetrics, serve
+    from keysync.session import Session
+    from keysync.watch import EventLog, Watcher, WatchSettings
+
+    options = make_options(kwargs, parallelism=parallelism, bypass_rate_limit=bypass_rate_limit)
+    every = seconds(interval, "--interval") or 300.0
+    metrics = None
+    server = None
+    if listen:
+        host, port = _host_port(listen)
+        metrics = WatchMetrics(every)
+        server = serve(metrics, host, port)
+    settings = WatchSettings(every, do_apply, audit_log, seconds(lock_timeout, "--lock-timeout"))
+    stop = threading.Event()
+    received: list[int] = []
+
+    def handler(signum: int, frame: Any) -> None:
+        received.append(signum)
+        stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, handler)
+    log = EventLog(log_format)
+    log.emit("start", interval_s=every, apply=do_apply, listen=listen or "")
+    try:
+        Watcher(lambda: Session(options), settings, log, metrics, stop).run()
+    finally:
+        if server is not None:
+            server.shutdown()
+    log.emit("stop", signal=signal.Signals(received[0]).name if received else "")
+    return EXIT_INTERRUPTED if received and received[0] == signal.SIGINT else 0
+
+
+def _host_port(listen: str) -> tuple[str, int]:
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isdigit():
+        raise click.BadParameter("use HOST:PORT, e.g. 127.0.0.1:9464", param_hint="--listen")
+    return host.strip("[]"), int(port)
+
+
+COMMANDS = [watch]

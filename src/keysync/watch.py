@@ -1,0 +1,154 @@
+"""`keysync watch`: plan (and apply) on a timer, healing drift, reporting to logs and metrics."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
+
+from keysync.apply import Outcome
+from keysync.errors import KeysyncError
+from keysync.metrics import WatchMetrics
+from keysync.plan import Plan, PlanRequest
+from keysync.session import Session
+
+FIRST_RETRY_SECONDS = 5.0
+
+
+class EventLog:
+    """One line per round and per action on stderr, as JSON or as text."""
+
+    def __init__(self, fmt: str, stream: TextIO | None = None) -> None:
+        self._fmt = fmt
+        self._stream = stream or sys.stderr
+        self._lock = threading.Lock()
+
+    def emit(self, event: str, **fields: Any) -> None:
+        now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        if self._fmt == "json":
+            line = json.dumps({"time": now, "event": event, **fields}, sort_keys=False)
+        else:
+            line = f"{now} {event} " + " ".join(f"{k}={v}" for k, v in fields.items())
+        with self._lock:
+            self._stream.write(line + "\n")
+            self._stream.flush()
+
+
+@dataclass(frozen=True)
+class WatchSettings:
+    interval: float
+    apply: bool
+    audit_log: Path | None = None
+    lock_timeout: float | None = None
+
+
+class Watcher:
+    def __init__(
+        self,
+        make_session: Callable[[], Session],
+        settings: WatchSettings,
+        log: EventLog,
+        metrics: WatchMetrics | None,
+        stop: threading.Event,
+    ) -> None:
+        self._make_session = make_session
+        self._settings = settings
+        self._log = log
+        self._metrics = metrics
+        self._stop = stop
+
+    def run(self) -> None:
+        retry = FIRST_RETRY_SECONDS
+        while not self._stop.is_set():
+            if self.round():
+                retry = FIRST_RETRY_SECONDS
+                wait = self._settings.interval
+            else:
+                wait = min(retry, self._settings.interval)
+                retry *= 2
+            self._stop.wait(wait)
+
+    def round(self) -> bool:
+        started = time.monotonic()
+        summary: dict[str, Any] = {}
+        session = self._make_session()
+        try:
+            lock = session.sink.lock(self._settings.lock_timeout) if self._settings.apply else nullcontext()
+            with lock:
+                summary = self._reconcile(session)
+            ok = summary.pop("ok", True)
+        except KeysyncError as exc:
+            ok, summary = False, {"error": str(exc).splitlines()[0]}
+        finally:
+            session.close()
+        seconds = time.monotonic() - started
+        if self._metrics is not None:
+            self._metrics.observe_round(ok, seconds)
+        self._log.emit(
+            "round", result="success" if ok else "failure", duration_s=round(seconds, 3), **summary
+        )
+        return bool(ok)
+
+    def _reconcile(self, session: Session) -> dict[str, Any]:
+        plan = session.snapshot(PlanRequest()).plan
+        if self._metrics is not None:
+            reasons = [(a.action, a.reason) for a in plan.actions]
+            self._metrics.observe_plan(len(session.loaded.manifest.keys), reasons)
+        if plan.failures:
+            raise KeysyncError("; ".join(plan.failures))
+        summary: dict[str, Any] = {"pending": plan.summary(), "warnings": len(plan.warnings)}
+        if self._settings.apply and plan.has_changes:
+            summary.update(self._apply(session, plan))
+        return summary
+
+    def _apply(self, session: Session, plan: Plan) -> dict[str, Any]:
+        from keysync.commands.applying import check_git, execute_plan
+
+        safe, skipped = plan.without_forced()
+        for action, reason in skipped:
+            self._log.emit("skipped", action=action.action, name=action.name, reason=reason, needs="--force")
+        if self._metrics is not None:
+            self._metrics.observe_skipped((a.action, r) for a, r in skipped)
+        if not safe.has_changes:
+            return {"skipped": len(skipped)}
+        check_git(session, force=False)
+        if any(action.action != "delete" for action in safe.actions):
+            session.sink.check_writable()
+        report, audit_error = execute_plan(
+            session, safe, self._stop, self._on_outcome, self._settings.audit_log
+        )
+        if audit_error:
+            raise KeysyncError(audit_error)
+        if self._metrics is not None:
+            left = [(a.action, a.reason) for a, _ in skipped]
+            left += [(o.action.action, o.action.reason) for o in report.failed]
+            self._metrics.observe_plan(len(session.loaded.manifest.keys), left)
+        return {
+            "ok": report.succeeded or report.interrupted,
+            "applied": report.counts(),
+            "skipped": len(skipped),
+        }
+
+    def _on_outcome(self, outcome: Outcome) -> None:
+        action = outcome.action
+        fields: dict[str, Any] = {
+            "action": action.action,
+            "name": action.name,
+            "reason": action.reason,
+            "result": "ok" if outcome.ok else "failed",
+        }
+        if outcome.created is not None:
+            fields["id"] = outcome.created.id
+            fields["key_prefix"] = outcome.created.key_prefix
+        if outcome.error:
+            fields["error"] = outcome.error
+        self._log.emit("action", **fields)
+        if self._metrics is not None:
+            self._metrics.applied.labels(action=action.action, result=fields["result"]).inc()
