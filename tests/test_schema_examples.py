@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import configparser
 import json
 import re
 import subprocess
@@ -20,6 +21,7 @@ MANIFESTS = sorted(
     p for p in EXAMPLES.rglob("*.yaml") if "version: 1" in p.read_text() and "kind:" not in p.read_text()
 )
 WORKFLOWS = sorted((EXAMPLES / "ci").glob("*.yaml"))
+WATCH = sorted((EXAMPLES / "watch").iterdir())
 
 
 def test_checked_in_schema_is_the_generated_one() -> None:
@@ -53,15 +55,33 @@ def test_schema_rejects_what_validate_rejects() -> None:
 def _keysync_invocations(text: str) -> list[list[str]]:
     commands = []
     for line in text.splitlines():
-        for match in re.finditer(r"(?:^|run:|entry:|- |&&|\|)\s*keysync ([a-z-]+)((?: +-{1,2}[a-z-]+)*)", line):
+        for match in re.finditer(
+            r"(?:^|run:|entry:|- |&&|\||exec|/)\s*keysync ([a-z-]+)((?: +-{1,2}[a-z-]+)*)", line
+        ):
             flags = re.findall(r"(-{1,2}[a-z-]+)", match.group(2))
             commands.append([match.group(1), *flags])
     return commands
 
 
-@pytest.mark.parametrize("path", [*WORKFLOWS, ROOT / ".pre-commit-hooks.yaml"], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", WATCH, ids=lambda p: p.name)
+def test_watch_examples_parse(path: Path) -> None:
+    if path.suffix == ".service":
+        parser = configparser.ConfigParser(strict=False, interpolation=None)
+        parser.read_string(path.read_text())
+        assert "keysync watch" in parser["Service"]["ExecStart"]
+    else:
+        documents = [d for d in yaml.safe_load_all(path.read_text()) if d]
+        assert documents and all("kind" in d for d in documents)
+
+
+@pytest.mark.parametrize(
+    "path",
+    [*WORKFLOWS, *(p for p in WATCH if "keysync watch" in p.read_text()), ROOT / ".pre-commit-hooks.yaml"],
+    ids=lambda p: p.name,
+)
 def test_workflow_calls_commands_and_flags_that_exist(path: Path) -> None:
-    yaml.safe_load(path.read_text())
+    if path.suffix != ".service":
+        list(yaml.safe_load_all(path.read_text()))
     invocations = _keysync_invocations(path.read_text())
     assert invocations, f"{path} runs no keysync command"
     for command, *flags in invocations:
