@@ -68,11 +68,11 @@ class ApplyReport:
         return not self.failed and not self.not_started and not self.cleanup_errors
 
     def counts(self) -> dict[str, int]:
-        counts = {"create": 0, "delete": 0, "replace": 0, "failed": len(self.failed)}
+        counts = {"create": 0, "delete": 0, "replace": 0}
         for outcome in self.outcomes:
             if outcome.ok:
-                counts[outcome.action.action] += 1
-        return counts
+                counts[outcome.action.action] = counts.get(outcome.action.action, 0) + 1
+        return {**counts, "failed": len(self.failed)}
 
 
 class Applier:
@@ -123,10 +123,10 @@ class Applier:
     def _run(self, action: Action) -> Outcome:
         try:
             created = None
-            if action.action in ("delete", "replace"):
+            if action.destroys:
                 self._delete(action)
-            if action.action in ("create", "replace"):
-                created = self._create(action.name)
+            if action.creates:
+                created = self._create(action.name, action.live_name)
             return Outcome(action, created=created)
         except KeysyncError as exc:
             return Outcome(action, error=str(exc))
@@ -137,22 +137,22 @@ class Applier:
         if action.action == "delete":
             self._sink.remove(action.name)
 
-    def _create(self, name: str) -> LiveKey:
+    def _create(self, name: str, live_name: str) -> LiveKey:
         for _ in range(_CREATE_ATTEMPTS - 1):
             try:
-                return self._deliver(self._api.create_key(name))
+                return self._deliver(self._api.create_key(live_name), name)
             except OutcomeUnknownError:
-                self._resolve_unknown(name)
-        return self._deliver(self._api.create_key(name))
+                self._resolve_unknown(live_name)
+        return self._deliver(self._api.create_key(live_name), name)
 
-    def _resolve_unknown(self, name: str) -> None:
+    def _resolve_unknown(self, live_name: str) -> None:
         """A create went out and no answer came back: if the key exists, nobody holds its secret."""
-        orphan = next((key for key in self._api.list_keys() if key.name == name), None)
+        orphan = next((key for key in self._api.list_keys() if key.name == live_name), None)
         if orphan is not None:
             self._api.delete_key(orphan.id)
 
-    def _deliver(self, created: CreatedKey) -> LiveKey:
-        record = SecretRecord.for_created(created, self._url)
+    def _deliver(self, created: CreatedKey, name: str) -> LiveKey:
+        record = SecretRecord.for_created(created, self._url, name)
         try:
             self._sink.store(record)
         except SinkError as exc:

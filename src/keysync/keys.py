@@ -51,25 +51,31 @@ class SecretRecord:
     key_prefix: str
     created_at: str
     coderd_url: str
+    live_name: str = ""
 
     def public(self) -> dict[str, str]:
-        return {
+        fields = {
             "name": self.name,
             "id": self.id,
             "key_prefix": self.key_prefix,
             "created_at": self.created_at,
             "coderd_url": self.coderd_url,
         }
+        if self.live_name and self.live_name != self.name:
+            fields["live_name"] = self.live_name  # a rotation generation: `name-rK`
+        return fields
 
     def document(self) -> dict[str, str]:
         """The full record, secret included: only for writing into a sink."""
         return {**self.public(), "key": self.key.reveal()}
 
     @classmethod
-    def for_created(cls, created: CreatedKey, coderd_url: str) -> SecretRecord:
+    def for_created(cls, created: CreatedKey, coderd_url: str, name: str = "") -> SecretRecord:
+        """The record of a created key, stored under the manifest's `name` (default: its own)."""
         live = created.live
         return cls(
-            name=live.name,
+            name=name or live.name,
+            live_name=live.name,
             key=created.secret,
             id=live.id,
             key_prefix=live.key_prefix,

@@ -88,6 +88,9 @@ class Manifest(_Strict):
     def names(self) -> list[str]:
         return [spec.name for spec in self.keys]
 
+    def overlap_grace(self, spec: KeySpec) -> timedelta:
+        return parse_duration(spec.overlap_grace or self.policy.overlap_grace)
+
     def rotate_after(self, spec: KeySpec) -> timedelta | None:
         text = spec.rotate_after or self.policy.rotate_after
         return parse_duration(text) if text else None

@@ -8,38 +8,87 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import pairwise
 from typing import Literal
 
 from keysync.errors import UnsafePlanError
-from keysync.keys import LiveKey, SinkView, StoredEntry
+from keysync.generations import Generation, generation_name, group_generations
+from keysync.keys import LiveKey, SinkView
 from keysync.manifest import KeySpec, Manifest
+from keysync.timefmt import rfc3339
 
-ActionKind = Literal["create", "delete", "replace"]
-Reason = Literal["missing", "not-in-manifest", "secret-missing", "secret-stale", "rotation-due", "requested"]
-_ORDER = {"delete": 0, "replace": 1, "create": 2}
+ActionKind = Literal["create", "delete", "replace", "rotate", "retire"]
+Reason = Literal[
+    "missing",
+    "not-in-manifest",
+    "secret-missing",
+    "secret-stale",
+    "rotation-due",
+    "requested",
+    "superseded",
+    "orphaned",
+]
+ACTION_KINDS: tuple[ActionKind, ...] = ("create", "delete", "replace", "rotate", "retire")
+_ORDER = {"retire": 0, "delete": 1, "replace": 2, "rotate": 3, "create": 4}
 
 
 @dataclass(frozen=True)
 class Action:
+    """One change. `name` is the manifest's (logical) name; `live` is the key it destroys, and
+    `generation` the live name of the key it creates when that is not `name`."""
+
     action: ActionKind
     name: str
     reason: Reason
     live: LiveKey | None = None
+    generation: str | None = None
 
     @property
     def destroys(self) -> bool:
-        return self.action in ("delete", "replace")
+        return self.action in ("delete", "replace", "retire")
 
-    def sort_key(self) -> tuple[int, str]:
-        return (_ORDER[self.action], self.name)
+    @property
+    def creates(self) -> bool:
+        return self.action in ("create", "replace", "rotate")
+
+    @property
+    def live_name(self) -> str:
+        """The name the created key gets in Coder."""
+        return self.generation or self.name
+
+    def sort_key(self) -> tuple[int, str, str]:
+        return (_ORDER[self.action], self.name, self.live.name if self.live else "")
 
     def data(self) -> dict[str, str]:
         item = {"action": self.action, "name": self.name}
         if self.live is not None:
             item["id"] = self.live.id
             item["key_prefix"] = self.live.key_prefix
+        if self.action == "retire" and self.live is not None:
+            item["live_name"] = self.live.name
+        if self.generation is not None:
+            item["generation"] = self.generation
         item["reason"] = self.reason
         return item
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """A previous generation that replicas may still use: retired once its grace has passed."""
+
+    name: str
+    key: LiveKey
+    retire_after: datetime
+
+    def data(self) -> dict[str, str | None]:
+        seen = self.key.last_seen
+        return {
+            "name": self.name,
+            "live_name": self.key.name,
+            "id": self.key.id,
+            "last_used_at": rfc3339(seen) if seen else None,
+            "retire_after": rfc3339(self.retire_after),
+        }
 
 
 @dataclass(frozen=True)
@@ -50,13 +99,14 @@ class Plan:
     stale_records: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     guards: dict[str, list[str]] = field(default_factory=dict)
+    waiting: list[Waiting] = field(default_factory=list)
 
     def without_forced(self) -> tuple[Plan, list[tuple[Action, str]]]:
         """The plan less every action a guard holds back, and those actions with the guard."""
         held = {name: reason for reason, names in self.guards.items() for name in names}
         kept = [a for a in self.actions if a.name not in held]
         skipped = [(a, held[a.name]) for a in self.actions if a.name in held]
-        return Plan(kept, self.warnings, [], self.stale_records, self.failures), skipped
+        return Plan(kept, self.warnings, [], self.stale_records, self.failures, {}, self.waiting), skipped
 
     @property
     def has_changes(self) -> bool:
@@ -65,7 +115,7 @@ class Plan:
     def summary(self) -> dict[str, int]:
         counts = {"create": 0, "delete": 0, "replace": 0}
         for action in self.actions:
-            counts[action.action] += 1
+            counts[action.action] = counts.get(action.action, 0) + 1
         return counts
 
     def raise_if_unsafe(self, force: bool) -> None:
@@ -75,13 +125,113 @@ class Plan:
 
 @dataclass(frozen=True)
 class PlanRequest:
-    """What the user asked for beyond the manifest."""
+    """What the user asked for beyond the manifest. `force` retires waiting generations early."""
 
     targets: frozenset[str] = frozenset()
     replace: frozenset[str] = frozenset()
+    force: bool = False
 
     def covers(self, name: str) -> bool:
         return not self.targets or name in self.targets
+
+
+@dataclass
+class _Builder:
+    manifest: Manifest
+    sink: SinkView
+    now: datetime
+    request: PlanRequest
+    actions: list[Action] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    waiting: list[Waiting] = field(default_factory=list)
+
+    def key(self, spec: KeySpec, generations: list[Generation]) -> None:
+        if not generations:
+            self.actions.append(Action("create", spec.name, "missing"))
+            return
+        if self.manifest.policy.protects(spec.name):
+            self._protected(spec, generations)
+            return
+        held = self._held(spec.name, generations)
+        newest = generations[-1]
+        if self._rotation(spec) == "overlap" and held is not None and held.number < newest.number:
+            self._retire_orphans(spec, [g for g in generations if g.number > held.number])
+            self._retire_previous(spec, [g for g in generations if g.number <= held.number])
+            return
+        self._retire_previous(spec, generations)
+        reason = self._reason(spec, newest, held)
+        if reason is not None:
+            self._change(spec, generations, reason)
+
+    def _protected(self, spec: KeySpec, generations: list[Generation]) -> None:
+        held = self._held(spec.name, generations)
+        reason = self._reason(spec, generations[-1], held)
+        if reason is not None:
+            self.warnings.append(f"{spec.name!r} is protected: not replaced ({reason})")
+
+    def _held(self, name: str, generations: list[Generation]) -> Generation | None:
+        """The generation whose secret the sink holds; the newest when the sink cannot be read."""
+        if not self.sink.readable:
+            return generations[-1]
+        entry = self.sink.entries.get(name)
+        if entry is None:
+            return None
+        return next((g for g in generations if g.key.key_prefix == entry.secret_prefix), None)
+
+    def _reason(self, spec: KeySpec, newest: Generation, held: Generation | None) -> Reason | None:
+        if spec.name in self.request.replace:
+            return "requested"
+        if held is not newest:
+            return "secret-stale" if self.sink.entries.get(spec.name) else "secret-missing"
+        rotate_after = self.manifest.rotate_after(spec)
+        if rotate_after is not None and self.now - newest.key.created_at >= rotate_after:
+            return "rotation-due"
+        return None
+
+    def _change(self, spec: KeySpec, generations: list[Generation], reason: Reason) -> None:
+        if reason in ("secret-missing", "secret-stale") and not self._admit_missing(spec.name, reason):
+            return
+        newest = generations[-1]
+        next_name = generation_name(spec.name, newest.number + 1)
+        if self._rotation(spec) == "replace":
+            live_names = {g.key.name for g in generations[:-1]}
+            target = None if spec.name not in live_names else next_name
+            self.actions.append(Action("replace", spec.name, reason, newest.key, target))
+        elif len(generations) > 1 and reason in ("rotation-due", "requested"):
+            self.warnings.append(
+                f"{spec.name!r}: rotation ({reason}) waits until the previous generation is retired"
+            )
+        else:
+            self.actions.append(Action("rotate", spec.name, reason, None, next_name))
+
+    def _admit_missing(self, name: str, reason: Reason) -> bool:
+        policy = self.manifest.policy.on_missing_secret
+        if policy == "keep":
+            self.warnings.append(f"{name!r}: {reason}, kept (on_missing_secret: keep)")
+        elif policy == "fail":
+            self.failures.append(f"{name!r}: {reason} (on_missing_secret: fail)")
+        return policy == "replace"
+
+    def _retire_orphans(self, spec: KeySpec, orphans: list[Generation]) -> None:
+        for generation in orphans:
+            self.actions.append(Action("retire", spec.name, "orphaned", generation.key))
+
+    def _retire_previous(self, spec: KeySpec, generations: list[Generation]) -> None:
+        """Every generation but the last one given is previous: retire it once its grace is over."""
+        grace = self.manifest.overlap_grace(spec)
+        for previous, successor in pairwise(generations):
+            seen = previous.key.last_seen
+            retire_after = successor.key.created_at + grace
+            if seen is not None:
+                retire_after = max(retire_after, seen + grace)
+            if self.request.force or self.now >= retire_after:
+                self.actions.append(Action("retire", spec.name, "superseded", previous.key))
+            else:
+                self.waiting.append(Waiting(spec.name, previous.key, retire_after))
+
+    def _rotation(self, spec: KeySpec) -> str:
+        return spec.rotation or self.manifest.policy.rotation
 
 
 def build_plan(
@@ -95,24 +245,23 @@ def build_plan(
     policy = manifest.policy
     managed = {key.name: key for key in live if not policy.ignores(key.name)}
     _check_request(manifest, request)
-    warnings: list[str] = []
-    failures: list[str] = []
-    actions: list[Action] = []
+    groups, extra = group_generations(manifest.names(), managed.values())
+    builder = _Builder(manifest, sink, now, request)
     for spec in manifest.keys:
         if request.covers(spec.name):
-            action = _desired_action(manifest, spec, managed.get(spec.name), sink, now, request)
-            actions.extend(_admit(action, manifest, warnings, failures))
-    actions.extend(_extra_actions(manifest, managed, request, warnings))
+            builder.key(spec, groups[spec.name])
+    builder.actions.extend(_extra_actions(manifest, extra, request, builder.warnings))
+    warnings = builder.warnings
     if not sink.readable:
         warnings.append("the sink cannot be read back: plan assumes it holds every secret")
-    stale = _stale_records(sink, managed, actions, coderd_url, request)
+    stale = _stale_records(sink, groups, builder.actions, coderd_url, request)
     warnings.extend(
         f"sink holds a record for {name!r}, whose key no longer exists: apply removes it" for name in stale
     )
-    actions.sort(key=Action.sort_key)
-    guards = _guard_violations(actions, managed, manifest, now)
+    actions = sorted(builder.actions, key=Action.sort_key)
+    guards = _guard_violations(actions, extra, groups, manifest, now)
     warnings.extend(f"needs --force: {reason}" for reason in guards)
-    return Plan(actions, warnings, list(guards), stale, failures, guards)
+    return Plan(actions, warnings, list(guards), stale, builder.failures, guards, builder.waiting)
 
 
 def _check_request(manifest: Manifest, request: PlanRequest) -> None:
@@ -123,65 +272,12 @@ def _check_request(manifest: Manifest, request: PlanRequest) -> None:
             raise UnsafePlanError(f"--replace {name}: no such key in the manifest")
 
 
-def _desired_action(
-    manifest: Manifest,
-    spec: KeySpec,
-    live: LiveKey | None,
-    sink: SinkView,
-    now: datetime,
-    request: PlanRequest,
-) -> Action | None:
-    if live is None:
-        return Action("create", spec.name, "missing")
-    if spec.name in request.replace:
-        return Action("replace", spec.name, "requested", live)
-    secret_reason = _secret_problem(sink, live)
-    if secret_reason is not None:
-        return Action("replace", spec.name, secret_reason, live)
-    rotate_after = manifest.rotate_after(spec)
-    if rotate_after is not None and now - live.created_at >= rotate_after:
-        return Action("replace", spec.name, "rotation-due", live)
-    return None
-
-
-def _secret_problem(sink: SinkView, live: LiveKey) -> Reason | None:
-    if not sink.readable:
-        return None
-    entry: StoredEntry | None = sink.entries.get(live.name)
-    if entry is None:
-        return "secret-missing"
-    if entry.secret_prefix != live.key_prefix:
-        return "secret-stale"
-    return None
-
-
-def _admit(
-    action: Action | None, manifest: Manifest, warnings: list[str], failures: list[str]
-) -> list[Action]:
-    """Applies protect and on_missing_secret to a proposed action."""
-    if action is None or action.action == "create":
-        return [action] if action else []
-    policy = manifest.policy
-    if policy.protects(action.name):
-        warnings.append(f"{action.name!r} is protected: not replaced ({action.reason})")
-        return []
-    if action.reason in ("secret-missing", "secret-stale"):
-        if policy.on_missing_secret == "keep":
-            warnings.append(f"{action.name!r}: {action.reason}, kept (on_missing_secret: keep)")
-            return []
-        if policy.on_missing_secret == "fail":
-            failures.append(f"{action.name!r}: {action.reason} (on_missing_secret: fail)")
-            return []
-    return [action]
-
-
 def _extra_actions(
-    manifest: Manifest, managed: dict[str, LiveKey], request: PlanRequest, warnings: list[str]
+    manifest: Manifest, extra: dict[str, LiveKey], request: PlanRequest, warnings: list[str]
 ) -> list[Action]:
-    desired = set(manifest.names())
     actions = []
-    for name, key in sorted(managed.items()):
-        if name in desired or not request.covers(name):
+    for name, key in sorted(extra.items()):
+        if not request.covers(name):
             continue
         if manifest.policy.protects(name):
             warnings.append(f"{name!r} is protected: not deleted although the manifest omits it")
@@ -192,24 +288,30 @@ def _extra_actions(
 
 def _stale_records(
     sink: SinkView,
-    managed: dict[str, LiveKey],
+    groups: dict[str, list[Generation]],
     actions: list[Action],
     coderd_url: str,
     request: PlanRequest,
 ) -> list[str]:
-    created = {a.name for a in actions if a.action == "create"}
+    deleted = {a.name for a in actions if a.action == "delete"}
+    live_names = {name for name, generations in groups.items() if generations}
     return sorted(
         name
         for name, entry in sink.entries.items()
         if entry.coderd_url == coderd_url
-        and name not in managed
-        and name not in created
+        and name not in live_names
+        and name not in deleted
+        and name not in groups
         and request.covers(name)
     )
 
 
 def _guard_violations(
-    actions: Collection[Action], managed: dict[str, LiveKey], manifest: Manifest, now: datetime
+    actions: Collection[Action],
+    extra: dict[str, LiveKey],
+    groups: dict[str, list[Generation]],
+    manifest: Manifest,
+    now: datetime,
 ) -> dict[str, list[str]]:
     """Each guard that trips, mapped to the names of the actions it holds back."""
     violations: dict[str, list[str]] = {}
@@ -219,9 +321,12 @@ def _guard_violations(
         message = f"{len(destroyed)} keys would be destroyed, more than max_deletes ({limit})"
         violations[message] = [a.name for a in destroyed]
     deleted = [a.name for a in actions if a.action == "delete"]
-    if deleted and set(deleted) == set(managed):
+    managed = set(extra) | {name for name, generations in groups.items() if generations}
+    if deleted and set(deleted) == managed:
         violations[f"every managed key would be deleted ({len(deleted)})"] = deleted
     for action in destroyed:
-        if action.reason != "requested" and action.live is not None and action.live.in_use(now):
+        if action.action == "retire" or action.reason == "requested" or action.live is None:
+            continue
+        if action.live.in_use(now):
             violations[f"{action.name!r} was used in the last 10 minutes ({action.action})"] = [action.name]
     return violations

@@ -78,6 +78,7 @@ def plan_document(plan: Plan, world: World, request: PlanRequest, snapshot: bool
         "actions": [action.data() for action in plan.actions],
         "summary": plan.summary(),
         "warnings": plan.warnings,
+        "waiting": [waiting.data() for waiting in plan.waiting],
     }
     if plan.stale_records:
         document["stale_records"] = plan.stale_records

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from keysync.plan import Action, Plan
-from keysync.timefmt import age, relative
+from keysync.plan import Action, Plan, Waiting
+from keysync.timefmt import age, relative, rfc3339
 
-_SYMBOL = {"create": "+", "delete": "-", "replace": "-/+"}
-_COLOR = {"create": "32", "delete": "31", "replace": "33"}
+_SYMBOL = {"create": "+", "delete": "-", "replace": "-/+", "rotate": "+~", "retire": "~-"}
+_COLOR = {"create": "32", "delete": "31", "replace": "33", "rotate": "36", "retire": "35"}
 NO_CHANGES = "No changes. Coder's keys match the manifest and the sink holds every secret."
 
 
@@ -18,9 +18,11 @@ def _paint(text: str, code: str, color: bool) -> str:
 
 def summary_line(plan: Plan) -> str:
     counts = plan.summary()
-    line = (
-        f"Plan: {counts['create']} to create, {counts['delete']} to delete, {counts['replace']} to replace."
-    )
+    line = f"Plan: {counts['create']} to create, {counts['delete']} to delete, {counts['replace']} to replace"
+    for kind in ("rotate", "retire"):
+        if counts.get(kind):
+            line += f", {counts[kind]} to {kind}"
+    line += "."
     if plan.stale_records:
         line += f" {len(plan.stale_records)} stale sink record(s) to remove."
     return line
@@ -28,11 +30,24 @@ def summary_line(plan: Plan) -> str:
 
 def _live_details(action: Action, now: datetime) -> str:
     live = action.live
+    if action.generation is not None and live is None:
+        return f"  new generation {action.generation}"
     if live is None:
         return ""
+    if action.action == "retire":
+        seen = relative(live.last_seen, now)
+        return f"  generation {live.name}, key_prefix {live.key_prefix}, last used {seen}"
     return (
         f"  key_prefix {live.key_prefix}, age {age(live.created_at, now)}, "
         f"last used {relative(live.last_seen, now)}"
+    )
+
+
+def _waiting_text(waiting: Waiting, now: datetime) -> str:
+    key = waiting.key
+    return (
+        f"{waiting.name}: previous generation {key.name} (key_prefix {key.key_prefix}) last used "
+        f"{relative(key.last_seen, now)}, retired after {rfc3339(waiting.retire_after)}"
     )
 
 
@@ -43,6 +58,10 @@ def render_text(plan: Plan, now: datetime, color: bool = False) -> str:
         for action in plan.actions:
             head = _paint(f"{_SYMBOL[action.action]:>3} {action.action}", _COLOR[action.action], color)
             lines.append(f"{head} {action.name}  ({action.reason}){_live_details(action, now)}")
+        lines.append("")
+    for waiting in plan.waiting:
+        lines.append(f"  ~ waiting {_waiting_text(waiting, now)}")
+    if plan.waiting:
         lines.append("")
     for warning in plan.warnings:
         lines.append(_paint("Warning: ", "33", color) + warning)
@@ -75,7 +94,8 @@ def render_markdown(plan: Plan, now: datetime, coderd_url: str) -> str:
                 relative(live.last_seen, now) if live else "",
             ]
             lines.append("| " + " | ".join(cells) + " |")
-    notes = [f"- :warning: {w}" for w in plan.warnings] + [f"- :x: {f}" for f in plan.failures]
+    notes = [f"- :hourglass: waiting: {_waiting_text(w, now)}" for w in plan.waiting]
+    notes += [f"- :warning: {w}" for w in plan.warnings] + [f"- :x: {f}" for f in plan.failures]
     if notes:
         lines += ["", "**Warnings**", "", *notes]
     return "\n".join(lines) + "\n"

@@ -7,24 +7,34 @@ from typing import Any
 from keysync import __version__
 from keysync.apply import ApplyReport, Outcome
 
-_PAST = {"create": "created", "delete": "deleted", "replace": "replaced"}
-_SYMBOL = {"create": "+", "delete": "-", "replace": "-/+"}
+_PAST = {
+    "create": "created",
+    "delete": "deleted",
+    "replace": "replaced",
+    "rotate": "rotated",
+    "retire": "retired",
+}
+_SYMBOL = {"create": "+", "delete": "-", "replace": "-/+", "rotate": "+~", "retire": "~-"}
 
 
 def outcome_line(outcome: Outcome) -> str:
     action = outcome.action
     if not outcome.ok:
         return f"  ! failed to {action.action} {action.name}: {outcome.error}"
-    prefix = f"  key_prefix {outcome.created.key_prefix}" if outcome.created else ""
-    return f"{_SYMBOL[action.action]:>3} {_PAST[action.action]} {action.name} ({action.reason}){prefix}"
+    detail = ""
+    if action.action == "retire" and action.live is not None:
+        detail = f"  generation {action.live.name}"
+    if outcome.created is not None:
+        if outcome.created.name != action.name:
+            detail += f"  generation {outcome.created.name}"
+        detail += f"  key_prefix {outcome.created.key_prefix}"
+    return f"{_SYMBOL[action.action]:>3} {_PAST[action.action]} {action.name} ({action.reason}){detail}"
 
 
 def summary_line(report: ApplyReport) -> str:
     counts = report.counts()
-    done = (
-        f"{counts['create']} created, {counts['delete']} deleted, {counts['replace']} replaced, "
-        f"{counts['failed']} failed"
-    )
+    done = ", ".join(f"{counts[kind]} {_PAST[kind]}" for kind in _PAST if kind in counts)
+    done += f", {counts['failed']} failed"
     if report.interrupted:
         return f"Apply interrupted: {done}, {len(report.not_started)} not started."
     if report.succeeded:

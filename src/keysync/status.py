@@ -6,61 +6,72 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from keysync.generations import group_generations
 from keysync.keys import LiveKey, SinkView
 from keysync.manifest import Manifest
 from keysync.timefmt import age, relative, rfc3339
 
 
-def sink_state(key: LiveKey, view: SinkView) -> str:
+def sink_state(key: LiveKey, logical: str, view: SinkView) -> str:
+    """held, previous (the sink holds a newer generation), missing, stale or unknown."""
     if not view.readable:
         return "unknown"
-    entry = view.entries.get(key.name)
+    entry = view.entries.get(logical)
     if entry is None:
         return "missing"
-    return "held" if entry.secret_prefix == key.key_prefix else "stale"
+    if entry.secret_prefix == key.key_prefix:
+        return "held"
+    return "previous" if logical != key.name else "stale"
 
 
 def key_rows(
     manifest: Manifest, live: Iterable[LiveKey], view: SinkView, now: datetime
 ) -> list[dict[str, Any]]:
-    desired = set(manifest.names())
+    keys = list(live)
+    groups, _ = group_generations(manifest.names(), keys)
+    logical = {g.key.name: name for name, generations in groups.items() for g in generations}
     rows = []
-    for key in live:
-        ignored = manifest.policy.ignores(key.name)
+    for key in keys:
+        name = logical.get(key.name, key.name)
         seen = key.last_seen
+        state = sink_state(key, name, view)
+        if state == "stale" and len(groups.get(name, [])) > 1:
+            state = "previous"
         rows.append(
             {
                 "name": key.name,
+                "logical_name": name,
                 "id": key.id,
                 "key_prefix": key.key_prefix,
                 "created_at": rfc3339(key.created_at),
                 "last_used_at": rfc3339(seen) if seen else None,
-                "sink": "ignored" if ignored else sink_state(key, view),
-                "in_manifest": key.name in desired,
+                "sink": "ignored" if manifest.policy.ignores(key.name) else state,
+                "in_manifest": name in groups,
                 "in_use": key.in_use(now),
             }
         )
-    return rows
+    return sorted(rows, key=lambda row: (row["logical_name"], row["created_at"]))
 
 
 def render_rows(rows: list[dict[str, Any]], now: datetime) -> str:
     if not rows:
         return "No keys in Coder."
-    table = [("NAME", "KEY PREFIX", "AGE", "LAST USED", "SINK", "MANIFEST")]
+    table = [("NAME", "KEY", "KEY PREFIX", "AGE", "LAST USED", "SINK", "MANIFEST")]
     for row in rows:
+        seen = row["last_used_at"]
         table.append(
             (
                 row["name"],
+                row["logical_name"],
                 row["key_prefix"],
                 age(datetime.fromisoformat(row["created_at"]), now),
-                relative(datetime.fromisoformat(row["last_used_at"]), now)
-                if row["last_used_at"]
-                else "never",
+                relative(datetime.fromisoformat(seen), now) if seen else "never",
                 row["sink"],
                 "listed" if row["in_manifest"] else "not listed",
             )
         )
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     return "\n".join(
-        "  ".join(cell.ljust(w) for cell, w in zip(line, widths, strict=True)).rstrip() for line in table
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in table
     )

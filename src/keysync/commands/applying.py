@@ -64,7 +64,7 @@ def apply(
     """
     from keysync.session import Session
 
-    request = plan_request(kwargs)
+    request = plan_request(kwargs, force=force)
     saved = _load_saved(planfile, request) if planfile else None
     if saved is not None:
         request = _saved_request(saved)

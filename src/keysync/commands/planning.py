@@ -28,10 +28,10 @@ def target_options(func: Any) -> Any:
     )(func)
 
 
-def plan_request(kwargs: dict[str, Any]) -> Any:
+def plan_request(kwargs: dict[str, Any], force: bool = False) -> Any:
     from keysync.plan import PlanRequest
 
-    return PlanRequest(frozenset(kwargs.pop("target")), frozenset(kwargs.pop("replace")))
+    return PlanRequest(frozenset(kwargs.pop("target")), frozenset(kwargs.pop("replace")), force)
 
 
 def render_plan(snapshot: Any, session: Any, request: Any) -> str:

@@ -157,6 +157,7 @@ def _record(name: str, fields: dict[str, Any], url: str) -> SecretRecord:
         key_prefix=str(fields.get("key_prefix", "")),
         created_at=str(fields.get("created_at", "")),
         coderd_url=str(fields.get("coderd_url", url)),
+        live_name=str(fields.get("live_name", name)),
     )
 
 
