@@ -11,7 +11,7 @@ from typing import Any
 from keysync.errors import UsageError
 
 KEY_STATES = ("in_sync", "missing", "secret_missing", "secret_stale", "rotation_due", "waiting")
-ACTIONS = ("create", "delete", "replace")
+ACTIONS = ("create", "delete", "replace", "rotate", "retire")
 _STATE_OF_REASON = {
     "missing": "missing",
     "secret-missing": "secret_missing",
@@ -57,13 +57,14 @@ class WatchMetrics:
             buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
         )
 
-    def observe_plan(self, desired: int, reasons: Iterable[tuple[str, str]]) -> None:
+    def observe_plan(self, desired: int, reasons: Iterable[tuple[str, str]], waiting: int = 0) -> None:
         counts = dict.fromkeys(ACTIONS, 0)
         states = dict.fromkeys(KEY_STATES, 0)
+        states["waiting"] = waiting
         for action, reason in reasons:
             counts[action] = counts.get(action, 0) + 1
             state = _STATE_OF_REASON.get(reason)
-            if state:
+            if state and action != "retire":
                 states[state] += 1
         states["in_sync"] = max(0, desired - sum(states.values()))
         for action, count in counts.items():

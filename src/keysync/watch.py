@@ -100,7 +100,7 @@ class Watcher:
         plan = session.snapshot(PlanRequest()).plan
         if self._metrics is not None:
             reasons = [(a.action, a.reason) for a in plan.actions]
-            self._metrics.observe_plan(len(session.loaded.manifest.keys), reasons)
+            self._metrics.observe_plan(len(session.loaded.manifest.keys), reasons, len(plan.waiting))
         if plan.failures:
             raise KeysyncError("; ".join(plan.failures))
         summary: dict[str, Any] = {"pending": plan.summary(), "warnings": len(plan.warnings)}
@@ -129,7 +129,7 @@ class Watcher:
         if self._metrics is not None:
             left = [(a.action, a.reason) for a, _ in skipped]
             left += [(o.action.action, o.action.reason) for o in report.failed]
-            self._metrics.observe_plan(len(session.loaded.manifest.keys), left)
+            self._metrics.observe_plan(len(session.loaded.manifest.keys), left, len(plan.waiting))
         return {
             "ok": report.succeeded or report.interrupted,
             "applied": report.counts(),
