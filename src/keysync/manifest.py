@@ -31,7 +31,7 @@ KeyName = Annotated[str, Field(pattern=NAME_PATTERN, max_length=MAX_NAME_LENGTH)
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class CoderdSettings(_Strict):

@@ -17,7 +17,9 @@ from keysync.manifest import Manifest, Policy
 from keysync.sinkconfig import BUILTIN_SINK_CONFIGS
 
 Problem = tuple[yamlsource.Path, str]
-_TOKEN_LIKE = re.compile(r"^[A-Za-z0-9]{10}-[A-Za-z0-9]{22}$")
+_TOKEN_LIKE = re.compile(
+    r"[A-Za-z0-9]{10}-[A-Za-z0-9]{22}|(?=[A-Za-z0-9]*[A-Z])(?=[A-Za-z0-9]*[0-9])[A-Za-z0-9]{32,}"
+)
 _FRIENDLY = {
     "name": "not a valid key name: lowercase letters, digits and single hyphens, not at either end",
     "rotate_after": "not a duration: digits and a unit s, m, h, d or w, e.g. 90d or 1w2d",
@@ -68,7 +70,7 @@ def _structure_problems(data: Any) -> Iterator[Problem]:
         kind = "empty" if data is None else f"a {type(data).__name__}"
         yield (), f"the manifest must be a mapping with `version` and `keys`, not {kind}"
         return
-    if "version" in data and data["version"] != 1:
+    if "version" in data and (type(data["version"]) is not int or data["version"] != 1):
         yield (
             ("version",),
             f"unsupported version {_quote(data['version'])}: this keysync reads version 1",
@@ -91,7 +93,7 @@ def _sink_problems(sink: Any) -> list[Problem]:
     sink_type = sink.get("type", "file")
     model = BUILTIN_SINK_CONFIGS.get(sink_type) or _plugin_config(sink_type)
     if model is None:
-        return [(("sink", "type"), f"unknown sink type {sink_type!r}")]
+        return [(("sink", "type"), f"unknown sink type {_quote(sink_type)}")]
     try:
         model.model_validate(sink)
     except ValidationError as exc:
@@ -171,8 +173,8 @@ def _is_union_tag(part: Any) -> bool:
 
 def _quote(value: Any) -> str:
     text = repr(value)
-    if isinstance(value, str) and _TOKEN_LIKE.match(value):
-        return "'<redacted token-like value>'"
+    if _TOKEN_LIKE.search(text):
+        return "<a value that looks like a secret, not shown>"
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -243,6 +243,7 @@ def build_plan(
     request: PlanRequest = PlanRequest(),
 ) -> Plan:
     policy = manifest.policy
+    live = list(live)
     managed = {key.name: key for key in live if not policy.ignores(key.name)}
     _check_request(manifest, request)
     groups, extra = group_generations(manifest.names(), managed.values())
@@ -254,7 +255,7 @@ def build_plan(
     warnings = builder.warnings
     if not sink.readable:
         warnings.append("the sink cannot be read back: plan assumes it holds every secret")
-    stale = _stale_records(sink, groups, builder.actions, coderd_url, request)
+    stale = _stale_records(sink, {key.name for key in live}, groups, builder.actions, coderd_url, request)
     warnings.extend(
         f"sink holds a record for {name!r}, whose key no longer exists: apply removes it" for name in stale
     )
@@ -288,13 +289,13 @@ def _extra_actions(
 
 def _stale_records(
     sink: SinkView,
+    live_names: set[str],
     groups: dict[str, list[Generation]],
     actions: list[Action],
     coderd_url: str,
     request: PlanRequest,
 ) -> list[str]:
     deleted = {a.name for a in actions if a.action == "delete"}
-    live_names = {name for name, generations in groups.items() if generations}
     return sorted(
         name
         for name, entry in sink.entries.items()

@@ -50,7 +50,10 @@ def load(raw: bytes) -> Document:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise YamlError(_line_at(raw, exc.start), "not UTF-8 text") from None
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.YAMLError as exc:
+        raise YamlError(1, str(exc).splitlines()[0]) from None
     try:
         root = loader.get_single_node()
         if root is None:
@@ -62,6 +65,10 @@ def load(raw: bytes) -> Document:
         raise YamlError(line, _yaml_reason(exc)) from None
     except yaml.YAMLError as exc:
         raise YamlError(1, str(exc).splitlines()[0]) from None
+    except RecursionError:
+        raise YamlError(1, "nested too deeply") from None
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise YamlError(1, f"a value cannot be read: {type(exc).__name__}") from None
     finally:
         loader.dispose()
 
@@ -116,7 +123,15 @@ class _Builder:
     def _scalar(self, node: ScalarNode) -> Any:
         if not node.tag.startswith("tag:yaml.org,2002:") or node.tag.endswith(("binary", "set")):
             raise YamlError(node.start_mark.line + 1, f"tag {node.tag!r} is not allowed")
-        return self._loader.construct_object(node, deep=True)
+        try:
+            return self._loader.construct_object(node, deep=True)
+        except yaml.YAMLError:
+            raise
+        except Exception:  # PyYAML's constructors raise assorted errors on bad scalars
+            line = node.start_mark.line + 1
+            raise YamlError(
+                line, f"{node.value[:40]!r} is not a valid {node.tag.rsplit(':', 1)[-1]}"
+            ) from None
 
     @staticmethod
     def _require_tag(node: Node, tag: str) -> None:
