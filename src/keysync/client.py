@@ -6,6 +6,7 @@ Every lower-level failure is translated into `keysync.errors.ApiError` here and 
 from __future__ import annotations
 
 import ipaddress
+import json
 import random
 import ssl
 import threading
@@ -157,7 +158,7 @@ class CoderClient:
 
     def create_key(self, name: str) -> CreatedKey:
         path = self._collection()
-        response, body = self._send("POST", path, json={"name": name}, idempotent=False)
+        response, body = self._send("POST", path, payload={"name": name}, idempotent=False)
         if response.status_code != 201:
             raise _error(response, body, "POST", path)
         try:
@@ -182,14 +183,14 @@ class CoderClient:
         return True
 
     def _send(
-        self, method: str, path: str, *, idempotent: bool, json: Any = None
+        self, method: str, path: str, *, idempotent: bool, payload: Any = None
     ) -> tuple[httpx.Response, bytes]:
         attempt = 0
         waited = 0.0
         while True:
             self._pace.before_request()
             try:
-                response, body = self._exchange(method, path, json)
+                response, body = self._exchange(method, path, payload)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 failure: Exception = e.TransportError(f"cannot reach {self.url}: {_reason(exc)}")
             except httpx.TransportError as exc:
@@ -225,8 +226,8 @@ class CoderClient:
             else self._backoff.delay(attempt + 2, self._rng)
         )
 
-    def _exchange(self, method: str, path: str, json: Any) -> tuple[httpx.Response, bytes]:
-        with self._http.stream(method, path, json=json) as response:
+    def _exchange(self, method: str, path: str, payload: Any) -> tuple[httpx.Response, bytes]:
+        with self._http.stream(method, path, json=payload) as response:
             body = bytearray()
             for chunk in response.iter_bytes():
                 body += chunk
@@ -335,7 +336,7 @@ def _error(response: httpx.Response, body: bytes, method: str, path: str) -> e.A
 
 def _error_fields(response: httpx.Response, body: bytes) -> tuple[str, str, list[tuple[str, str]]]:
     try:
-        data = response.json() if body else {}
+        data = json.loads(body) if body else {}
         message = str(data["message"])
         validations = [(str(v["field"]), str(v["detail"])) for v in data.get("validations") or []]
         return message, str(data.get("detail") or ""), validations

@@ -1,0 +1,97 @@
+"""The http.server side: turn bytes into a Request, a Response back into bytes."""
+
+from __future__ import annotations
+
+import socket
+import time
+from contextlib import suppress
+from http.server import BaseHTTPRequestHandler
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from keysync.devserver import messages
+from keysync.devserver.bodies import BodyError, read_body
+from keysync.devserver.exchange import Request, Response, json_response
+
+if TYPE_CHECKING:
+    from keysync.devserver.httpd import DevHTTPServer
+
+
+class DevRequestHandler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive, so clients reuse connections as with Coder
+    server_version = "keysync-devserver"
+    sys_version = ""
+    # Headers and body go out in two writes; without this, Nagle holds the second one back.
+    disable_nagle_algorithm = True
+    server: DevHTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        self.server.track(self.connection)
+
+    def finish(self) -> None:
+        try:
+            super().finish()
+        finally:
+            self.server.untrack(self.connection)
+
+    def do_GET(self) -> None:
+        self._exchange()
+
+    do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
+
+    def _exchange(self) -> None:
+        started = time.perf_counter()
+        path = urlsplit(self.path).path
+        try:
+            body = read_body(self.headers, self.rfile)
+        except BodyError as exc:
+            self.send_error(exc.status, str(exc))
+            self.server.log.request(self.command, path, str(exc.status), 0.0)
+            return
+        self.server.pause()
+        response = self._respond(Request(self.command, path, self._header_map(), body, self._ip()))
+        # Logged before the answer goes out: once a client has its answer, the line is written.
+        outcome = "dropped" if response.drop else str(response.status)
+        self.server.log.request(self.command, path, outcome, time.perf_counter() - started)
+        if response.drop:
+            self._drop()
+        else:
+            self._send(response)
+
+    def _respond(self, request: Request) -> Response:
+        try:
+            return self.server.api.handle(request)
+        except Exception as exc:  # a bug; answer as Go's recoverer would, and keep serving
+            self.server.log.line(f"internal error: {type(exc).__name__}")
+            return json_response(500, messages.internal_error(type(exc).__name__))
+
+    def _header_map(self) -> dict[str, str]:
+        return {name.lower(): value for name, value in self.headers.items()}
+
+    def _ip(self) -> str:
+        return str(self.client_address[0])
+
+    def _send(self, response: Response) -> None:
+        self.send_response(response.status)
+        for name, value in response.headers.items():
+            self.send_header(name, value)
+        if response.status != 204:  # RFC 9110: no Content-Length on 204
+            self.send_header("Content-Length", str(len(response.body)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        if self.command != "HEAD" and response.body:
+            self.wfile.write(response.body)
+
+    def _drop(self) -> None:
+        # The create is committed; the client sees the peer close with no answer at all.
+        self.close_connection = True
+        with suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    def log_request(self, code: int | str = "-", size: int | str = "-") -> None:
+        """Silenced: `_exchange` logs its own line, without the query string."""
+
+    def log_message(self, format: str, *args: Any) -> None:
+        self.server.log.line(format % args)

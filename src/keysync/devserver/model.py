@@ -1,0 +1,16 @@
+"""A key as the server stores it: the secret's hash, never the secret."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass
+class StoredKey:
+    id: str
+    name: str
+    key_prefix: str
+    hashed_secret: str
+    created_at: datetime
+    last_used_at: datetime | None = None

@@ -1,0 +1,690 @@
+"""The dev server answers like Coder (shared/coderd-api.md), over real HTTP on loopback."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+import signal
+import ssl
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from keysync.devserver import DevServer, DevServerConfig, DevServerError, run
+from keysync.devserver.gouuid import parse_uuid
+from keysync.devserver.ratelimit import RateLimiter
+
+OWNER = "OwnerTokn0-0123456789abcdefghijkl"
+MEMBER = "MemberTok1-abcdefghijklmnopqrstuv"
+COLLECTIONS = {
+    "coderd-keys": "/api/v2/aibridge/coderd-keys",
+    "aibridge-keys": "/api/v2/aibridge/keys",
+    "ai-gateway-keys": "/api/v2/ai-gateway/keys",
+}
+REQUEST_TYPES = {
+    "coderd-keys": "CreateAIGatewayCoderdKeyRequest",
+    "aibridge-keys": "CreateAIGatewayKeyRequest",
+    "ai-gateway-keys": "CreateAIGatewayKeyRequest",
+}
+SERVE = "/api/v2/ai-gateway/serve"
+GATEWAY_HEADER = "X-Coder-AI-Governance-Gateway-Key"
+JSON_TYPE = "application/json; charset=utf-8"
+UNKNOWN_ID = "3f1c8f0e-6a4e-4c36-9d8e-2b1f0c7a5e11"
+
+SIGNED_OUT = "You are signed out or your session has expired. Please sign in again to continue."
+NO_TOKEN = {
+    "message": SIGNED_OUT,
+    "detail": 'Cookie "coder_session_token" or query parameter must be provided.',
+}
+BAD_TOKEN = {"message": SIGNED_OUT, "detail": "API key is invalid."}
+FORBIDDEN = {
+    "message": "Forbidden.",
+    "detail": "You don't have permission to view this content. If you believe this is a mistake, "
+    "please contact your administrator or try signing in with different credentials.",
+}
+ROUTE_NOT_FOUND = {"message": "Route not found."}
+NOT_FOUND = {"message": "Resource not found or you do not have access to this resource"}
+NAME_REQUIRED = {
+    "message": "Validation failed.",
+    "validations": [{"field": "name", "detail": 'Validation failed for tag "required" with value: ""'}],
+}
+INVALID_NAME = {
+    "message": "Invalid key name.",
+    "validations": [
+        {
+            "field": "name",
+            "detail": "Must be 64 characters or fewer, lowercase letters, numbers, and non-consecutive "
+            "hyphens, cannot start or end with a hyphen.",
+        }
+    ],
+}
+NAME_TAKEN = {
+    "message": "Key name must be unique.",
+    "validations": [{"field": "name", "detail": "A key with this name already exists."}],
+}
+PREMIUM = {
+    "coderd-keys": {"message": "AI Bridge is a Premium feature. Contact sales!"},
+    "aibridge-keys": {"message": "AI Bridge is a Premium feature. Contact sales!"},
+    "ai-gateway-keys": {"message": "AI Gateway is a Premium feature. Contact sales!"},
+}
+# Plain HTTP on loopback; one shared TLS context spares every client loading the CA bundle.
+TLS = ssl.create_default_context()
+GO_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?Z")
+SECRET = re.compile(r"[0-9A-Za-z]{43}")
+
+
+@dataclass
+class Api:
+    """One server, one generation, and a client that speaks as the owner unless told otherwise."""
+
+    server: DevServer
+    client: httpx.Client
+    generation: str
+
+    @property
+    def collection(self) -> str:
+        return COLLECTIONS[self.generation]
+
+    def item(self, key_id: str) -> str:
+        return f"{self.collection}/{key_id}"
+
+    def call(self, method: str, path: str, token: str | None = OWNER, **kwargs: Any) -> httpx.Response:
+        headers = dict(kwargs.pop("headers", {}))
+        if token is not None:
+            headers["Coder-Session-Token"] = token
+        return self.client.request(method, path, headers=headers, **kwargs)
+
+    def create(self, name: str, token: str | None = OWNER) -> httpx.Response:
+        return self.call("POST", self.collection, token, json={"name": name})
+
+    def created(self, name: str) -> dict[str, Any]:
+        response = self.create(name)
+        assert response.status_code == 201, response.text
+        body: dict[str, Any] = response.json()
+        return body
+
+    def listed(self) -> list[dict[str, Any]]:
+        response = self.call("GET", self.collection)
+        assert response.status_code == 200, response.text
+        keys: list[dict[str, Any]] = response.json()
+        return keys
+
+
+def assert_answer(response: httpx.Response, status: int, body: object) -> None:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == JSON_TYPE
+    assert response.json() == body
+
+
+@pytest.fixture
+def start() -> Iterator[Callable[..., DevServer]]:
+    servers: list[DevServer] = []
+
+    def _start(**settings: Any) -> DevServer:
+        config = DevServerConfig(**{"port": 0, "token": OWNER, "member_token": MEMBER, **settings})
+        server = DevServer(config)
+        server.start()
+        servers.append(server)
+        return server
+
+    yield _start
+    for server in servers:
+        server.stop()
+
+
+@pytest.fixture
+def connect(start: Callable[..., DevServer]) -> Iterator[Callable[..., Api]]:
+    clients: list[httpx.Client] = []
+
+    def _connect(generation: str = "coderd-keys", **settings: Any) -> Api:
+        server = start(api=generation, **settings)
+        client = httpx.Client(verify=TLS, base_url=server.url, timeout=10)
+        clients.append(client)
+        return Api(server, client, generation)
+
+    yield _connect
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture(params=list(COLLECTIONS))
+def generation(request: pytest.FixtureRequest) -> str:
+    name: str = request.param
+    return name
+
+
+@pytest.fixture
+def api(connect: Callable[..., Api], generation: str) -> Api:
+    return connect(generation)
+
+
+# Routes
+
+
+def test_only_the_configured_generation_is_served(api: Api) -> None:
+    for other, path in COLLECTIONS.items():
+        if other == api.generation:
+            continue
+        for response in (api.call("GET", path), api.call("DELETE", f"{path}/{UNKNOWN_ID}")):
+            if api.generation == "ai-gateway-keys" and path.startswith("/api/v2/aibridge/"):
+                assert_answer(response, 502, {"message": "Failed to proxy the request to AI Bridge."})
+            else:
+                assert_answer(response, 404, ROUTE_NOT_FOUND)
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v2/aibridge/coderd-keys", "/api/v2/aibridge/keys/x", "/api/v2/aibridge/"]
+)
+def test_newest_server_sends_old_paths_to_the_legacy_proxy(connect: Callable[..., Api], path: str) -> None:
+    api = connect("ai-gateway-keys")
+    assert_answer(api.call("GET", path, token=None), 401, NO_TOKEN)
+    assert_answer(api.call("POST", path, token="nope"), 401, BAD_TOKEN)
+    assert_answer(api.call("GET", path), 502, {"message": "Failed to proxy the request to AI Bridge."})
+
+
+@pytest.mark.parametrize(
+    "path", ["/api/v2/unknown", "/api/v2/ai-gateway/other", "/api/v2/aibridge", "/api/v3/keys", "/", "/x"]
+)
+def test_unknown_paths_are_404_even_without_a_token(api: Api, path: str) -> None:
+    assert_answer(api.call("GET", path, token=None), 404, ROUTE_NOT_FOUND)
+
+
+def test_paths_below_an_item_are_404(api: Api) -> None:
+    response = api.call("DELETE", f"{api.item(UNKNOWN_ID)}/extra")
+    assert_answer(response, 404, ROUTE_NOT_FOUND)
+
+
+@pytest.mark.parametrize(("method", "target"), [("PUT", "collection"), ("GET", "item"), ("POST", "serve")])
+def test_unsupported_methods_are_405(api: Api, method: str, target: str) -> None:
+    path = {"collection": api.collection, "item": api.item(UNKNOWN_ID), "serve": SERVE}[target]
+    assert_answer(api.call(method, path, token=None), 405, {"message": "Method not allowed."})
+
+
+# Auth
+
+
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
+def test_missing_token_is_401(api: Api, method: str) -> None:
+    path = api.item(UNKNOWN_ID) if method == "DELETE" else api.collection
+    assert_answer(api.call(method, path, token=None, json={"name": "a"}), 401, NO_TOKEN)
+
+
+@pytest.mark.parametrize("token", ["nope", "AbCdEfGhIj-0123456789abcdefghijkl", OWNER + "x"])
+def test_unknown_token_is_401(api: Api, token: str) -> None:
+    assert_answer(api.call("GET", api.collection, token=token), 401, BAD_TOKEN)
+
+
+def test_bearer_token_is_accepted(api: Api) -> None:
+    response = api.call("GET", api.collection, token=None, headers={"Authorization": f"Bearer {OWNER}"})
+    assert_answer(response, 200, [])
+    response = api.call("GET", api.collection, token=None, headers={"Authorization": "Bearer wrong"})
+    assert_answer(response, 401, BAD_TOKEN)
+
+
+def test_generated_token_has_coders_shape(start: Callable[..., DevServer]) -> None:
+    server = start(token=None)
+    assert re.fullmatch(r"[0-9A-Za-z]{10}-[0-9A-Za-z]{22}", server.token)
+    with httpx.Client(
+        verify=TLS, base_url=server.url, headers={"Coder-Session-Token": server.token}
+    ) as client:
+        assert client.get(COLLECTIONS["coderd-keys"]).status_code == 200
+
+
+@pytest.mark.parametrize("token", [OWNER, MEMBER])
+def test_feature_disabled_is_403_after_the_token_check(
+    connect: Callable[..., Api], generation: str, token: str
+) -> None:
+    api = connect(generation, feature_disabled=True)
+    assert_answer(api.call("GET", api.collection, token=None), 401, NO_TOKEN)
+    assert_answer(api.call("GET", api.collection, token=token), 403, PREMIUM[generation])
+    assert_answer(api.create("ok", token=token), 403, PREMIUM[generation])
+    assert_answer(api.call("DELETE", api.item("bad"), token=token), 403, PREMIUM[generation])
+
+
+def test_member_is_forbidden(api: Api) -> None:
+    assert_answer(api.call("GET", api.collection, token=MEMBER), 403, FORBIDDEN)
+    assert_answer(api.create("fine", token=MEMBER), 403, FORBIDDEN)
+    key = api.created("mine")
+    assert_answer(api.call("DELETE", api.item(key["id"]), token=MEMBER), 403, FORBIDDEN)
+    assert [k["name"] for k in api.listed()] == ["mine"]
+
+
+def test_member_gets_400_for_what_is_read_before_the_owner_check(api: Api) -> None:
+    response = api.call("POST", api.collection, token=MEMBER, content=b"{")
+    assert_answer(response, 400, {"message": "Request body must be valid JSON.", "detail": "unexpected EOF"})
+    assert_answer(api.create("", token=MEMBER), 400, NAME_REQUIRED)
+    response = api.call("DELETE", api.item("not-a-uuid"), token=MEMBER)
+    assert_answer(response, 400, {"message": "Invalid key ID.", "detail": "invalid UUID length: 10"})
+
+
+def test_member_gets_403_for_what_is_checked_after_the_owner_check(api: Api) -> None:
+    api.created("taken")
+    assert_answer(api.create("Not Valid", token=MEMBER), 403, FORBIDDEN)
+    assert_answer(api.create("taken", token=MEMBER), 403, FORBIDDEN)
+    assert_answer(api.call("DELETE", api.item(UNKNOWN_ID), token=MEMBER), 403, FORBIDDEN)
+
+
+# List
+
+
+def test_list_is_an_empty_array_at_first(api: Api) -> None:
+    assert_answer(api.call("GET", api.collection), 200, [])
+
+
+def test_list_is_oldest_first_and_never_carries_a_secret(api: Api) -> None:
+    created = [api.created(name) for name in ("zeta", "alpha", "mid")]
+    listed = api.listed()
+    assert [key["name"] for key in listed] == ["zeta", "alpha", "mid"]
+    for key, made in zip(listed, created, strict=True):
+        assert key == {k: made[k] for k in ("id", "name", "key_prefix", "created_at")}
+    assert [key["created_at"] for key in listed] == sorted(key["created_at"] for key in listed)
+    assert all(made["key"] not in api.call("GET", api.collection).text for made in created)
+
+
+# Create
+
+
+def test_create_returns_the_key_once(api: Api) -> None:
+    response = api.create("ci-runner")
+    assert response.status_code == 201
+    assert response.headers["content-type"] == JSON_TYPE
+    body = response.json()
+    assert list(body) == ["id", "name", "key", "key_prefix", "created_at"]
+    assert uuid.UUID(body["id"]).version == 4
+    assert body["name"] == "ci-runner"
+    assert SECRET.fullmatch(body["key"])
+    assert body["key_prefix"] == body["key"][:11]
+    assert GO_TIME.fullmatch(body["created_at"])
+    assert datetime.fromisoformat(body["created_at"]).utcoffset() is not None
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        (b"", "EOF"),
+        (b"  \n", "EOF"),
+        (b"{", "unexpected EOF"),
+        (b'{"name": "a', "unexpected EOF"),
+        (b"name=a", "invalid character 'n' looking for beginning of value"),
+        (b'{"name":"a",}', "invalid character '}' looking for beginning of object key string"),
+        (b'{"name" "a"}', "invalid character '\"' after object key"),
+        (b'{"name":"a" "x":1}', "invalid character '\"' after object key:value pair"),
+        (b'{"x":[1 2]}', "invalid character '2' after array element"),
+        (b'{"name":"a\nb"}', "invalid character '\\n' in string literal"),
+        (b'{"name":"\\q"}', "invalid character 'q' in string escape code"),
+        (b'{"name":NaN}', "invalid character 'N' looking for beginning of value"),
+    ],
+)
+def test_malformed_json_is_400_with_the_decoder_error(api: Api, body: bytes, detail: str) -> None:
+    response = api.call("POST", api.collection, content=body)
+    assert_answer(response, 400, {"message": "Request body must be valid JSON.", "detail": detail})
+
+
+@pytest.mark.parametrize(("body", "kind"), [(b'"a"', "string"), (b"[]", "array"), (b"7", "number")])
+def test_a_body_that_is_not_an_object_is_400(api: Api, body: bytes, kind: str) -> None:
+    detail = f"json: cannot unmarshal {kind} into Go value of type codersdk.{REQUEST_TYPES[api.generation]}"
+    response = api.call("POST", api.collection, content=body)
+    assert_answer(response, 400, {"message": "Request body must be valid JSON.", "detail": detail})
+
+
+@pytest.mark.parametrize(("name", "kind"), [(5, "number"), (["a"], "array"), (True, "bool"), ({}, "object")])
+def test_a_name_that_is_not_a_string_is_400(api: Api, name: object, kind: str) -> None:
+    detail = (
+        f"json: cannot unmarshal {kind} into Go struct field "
+        f"{REQUEST_TYPES[api.generation]}.name of type string"
+    )
+    response = api.call("POST", api.collection, json={"name": name})
+    assert_answer(response, 400, {"message": "Request body must be valid JSON.", "detail": detail})
+
+
+def test_unknown_fields_are_ignored_and_names_match_like_go(api: Api) -> None:
+    response = api.call("POST", api.collection, json={"name": "extra", "expires": 3, "owner": {}})
+    assert response.status_code == 201
+    response = api.call("POST", api.collection, content=b'{"NAME":"folded"} trailing')
+    assert response.status_code == 201
+    assert response.json()["name"] == "folded"
+
+
+@pytest.mark.parametrize("body", [b"{}", b'{"name":""}', b"null", b'{"name":null}', b'{"other":"x"}'])
+def test_missing_or_empty_name_fails_validation(api: Api, body: bytes) -> None:
+    assert_answer(api.call("POST", api.collection, content=body), 400, NAME_REQUIRED)
+
+
+@pytest.mark.parametrize(
+    "name", ["Upper", "-lead", "trail-", "dou--ble", "under_score", "sp ace", "a\n", "é", "a" * 65]
+)
+def test_invalid_names_are_400(api: Api, name: str) -> None:
+    assert_answer(api.create(name), 400, INVALID_NAME)
+    assert api.listed() == []
+
+
+@pytest.mark.parametrize("name", ["a", "0", "a-b-c", "gateway-01", "a" * 64])
+def test_valid_names_are_accepted(api: Api, name: str) -> None:
+    assert api.created(name)["name"] == name
+
+
+def test_names_are_unique(api: Api) -> None:
+    api.created("shared")
+    assert_answer(api.create("shared"), 400, NAME_TAKEN)
+    assert len(api.listed()) == 1
+
+
+# Delete
+
+
+def test_delete_is_204_then_404(api: Api) -> None:
+    key = api.created("doomed")
+    response = api.call("DELETE", api.item(key["id"]))
+    assert response.status_code == 204
+    assert response.content == b""
+    assert_answer(api.call("DELETE", api.item(key["id"])), 404, NOT_FOUND)
+    assert api.listed() == []
+
+
+def test_delete_of_an_unknown_uuid_is_404(api: Api) -> None:
+    assert_answer(api.call("DELETE", api.item(UNKNOWN_ID)), 404, NOT_FOUND)
+
+
+@pytest.mark.parametrize(
+    ("segment", "detail"),
+    [
+        ("not-a-uuid", "invalid UUID length: 10"),
+        ("1", "invalid UUID length: 1"),
+        ("z" * 36, "invalid UUID format"),
+        ("g" * 32, "invalid UUID format"),
+    ],
+)
+def test_delete_of_a_malformed_id_is_400(api: Api, segment: str, detail: str) -> None:
+    response = api.call("DELETE", api.item(segment))
+    assert_answer(response, 400, {"message": "Invalid key ID.", "detail": detail})
+
+
+def test_delete_accepts_the_other_uuid_spellings(api: Api) -> None:
+    first, second = api.created("one"), api.created("two")
+    assert api.call("DELETE", api.item(first["id"].upper())).status_code == 204
+    assert api.call("DELETE", api.item(second["id"].replace("-", ""))).status_code == 204
+
+
+def test_uuid_parsing_follows_google_uuid() -> None:
+    canonical = "3f1c8f0e-6a4e-4c36-9d8e-2b1f0c7a5e11"
+    assert parse_uuid(f"urn:uuid:{canonical}") == canonical
+    assert parse_uuid(f"{{{canonical.upper()}}}") == canonical
+    with pytest.raises(ValueError, match='invalid urn prefix: "urn:uuix:"'):
+        parse_uuid(f"urn:uuix:{canonical}")
+    with pytest.raises(ValueError, match="invalid UUID format"):
+        parse_uuid(canonical.replace("-", "+"))
+
+
+# Rate limits
+
+
+def _clear_of_a_window_edge() -> None:
+    """Wait out the last second of a minute, so a test's requests share one rate-limit window."""
+    into_window = time.time() % 60
+    if into_window > 59:
+        time.sleep(60 - into_window)
+
+
+def test_rate_limit_answers_429_with_headers(connect: Callable[..., Api]) -> None:
+    api = connect(rate_limit=3)
+    _clear_of_a_window_edge()
+    started = time.time()
+    for remaining in (2, 1, 0):
+        response = api.call("GET", api.collection)
+        assert response.status_code == 200
+        assert response.headers["x-ratelimit-limit"] == "3"
+        assert response.headers["x-ratelimit-remaining"] == str(remaining)
+    response = api.call("POST", api.collection, json={"name": "late"})
+    message = "You've been rate limited for sending more than 3 requests in 1m0s."
+    assert_answer(response, 429, {"message": message})
+    assert response.headers["x-ratelimit-remaining"] == "0"
+    assert started < int(response.headers["x-ratelimit-reset"]) <= started + 61
+    assert 1 <= int(response.headers["retry-after"]) <= 60
+    # Another path and another user each have their own budget.
+    assert api.call("DELETE", api.item(UNKNOWN_ID)).status_code == 404
+    assert api.call("GET", api.collection, token=MEMBER).status_code == 403
+
+
+def test_rate_limit_is_off_by_default(api: Api) -> None:
+    response = api.call("GET", api.collection)
+    assert not any(name.startswith("x-ratelimit") for name in response.headers)
+
+
+def test_owner_may_bypass_the_rate_limit_and_member_may_not(connect: Callable[..., Api]) -> None:
+    api = connect(rate_limit=1)
+    _clear_of_a_window_edge()
+    bypass = {"X-Coder-Bypass-Ratelimit": "true"}
+    assert api.call("GET", api.collection).status_code == 200
+    assert api.call("GET", api.collection).status_code == 429
+    for _ in range(3):
+        response = api.call("GET", api.collection, headers=bypass)
+        assert response.status_code == 200
+        assert response.headers["x-ratelimit-limit"] == "1"
+    response = api.call("GET", api.collection, token=MEMBER, headers=bypass)
+    assert_answer(response, 428, {"message": "You are not authorized to bypass the rate limit."})
+
+
+def test_rate_limit_windows_are_fixed_minutes() -> None:
+    now = [120.5]
+    limiter = RateLimiter(2, clock=lambda: now[0])
+    assert [limiter.hit("k").allowed for _ in range(3)] == [True, True, False]
+    assert limiter.hit("other").allowed
+    assert limiter.hit("k").reset_at == 180
+    now[0] = 180.0
+    assert limiter.hit("k").allowed
+
+
+# The gateway's key check
+
+
+def test_gateway_key_check(api: Api) -> None:
+    key = api.created("replica")
+    assert "last_used_at" not in api.listed()[0]
+    assert_answer(api.call("GET", SERVE, token=None), 401, {"message": "AI Gateway key required."})
+    response = api.call("GET", SERVE, token=None, headers={GATEWAY_HEADER: key["key"][:11] + "x" * 32})
+    assert_answer(response, 401, {"message": "AI Gateway key invalid."})
+    response = api.call("GET", SERVE, token=None, headers={GATEWAY_HEADER: key["key"]})
+    assert_answer(response, 200, {"id": key["id"], "name": "replica"})
+    assert GO_TIME.fullmatch(api.listed()[0]["last_used_at"])
+
+
+def test_gateway_key_stops_working_once_deleted(api: Api) -> None:
+    key = api.created("replica")
+    api.call("DELETE", api.item(key["id"]))
+    response = api.call("GET", SERVE, token=None, headers={GATEWAY_HEADER: key["key"]})
+    assert_answer(response, 401, {"message": "AI Gateway key invalid."})
+
+
+# Injected faults
+
+
+def test_fail_rate_answers_500_and_commits_nothing(start: Callable[..., DevServer], tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    failing = start(fail_rate=1.0, state=state)
+    with httpx.Client(verify=TLS, base_url=failing.url, headers={"Coder-Session-Token": OWNER}) as client:
+        for response in (
+            client.post(COLLECTIONS["coderd-keys"], json={"name": "lost"}),
+            client.get(COLLECTIONS["coderd-keys"]),
+            client.get("/api/v2/unknown"),
+        ):
+            assert response.status_code == 500
+            assert response.headers["content-type"] == JSON_TYPE
+            assert response.json()["message"] == "An internal server error occurred."
+            assert response.json()["detail"]
+    failing.stop()
+    healthy = start(state=state)
+    with httpx.Client(verify=TLS, base_url=healthy.url, headers={"Coder-Session-Token": OWNER}) as client:
+        assert client.get(COLLECTIONS["coderd-keys"]).json() == []
+
+
+def test_lost_response_commits_the_create(connect: Callable[..., Api]) -> None:
+    api = connect(lose_response_rate=1.0)
+    with pytest.raises(httpx.RemoteProtocolError):
+        api.create("ghost")
+    assert [key["name"] for key in api.listed()] == ["ghost"]
+    assert_answer(api.create("ghost"), 400, NAME_TAKEN)
+
+
+def test_latency_is_added_to_each_request(connect: Callable[..., Api]) -> None:
+    api = connect(latency_ms=120)
+    started = time.perf_counter()
+    api.listed()
+    assert time.perf_counter() - started >= 0.12
+
+
+# State and seed
+
+
+def test_state_survives_a_restart_without_the_secret(start: Callable[..., DevServer], tmp_path: Path) -> None:
+    state = tmp_path / "nested" / "state.json"
+    first = start(state=state)
+    with httpx.Client(verify=TLS, base_url=first.url, headers={"Coder-Session-Token": OWNER}) as client:
+        path = COLLECTIONS["coderd-keys"]
+        kept = client.post(path, json={"name": "kept"}).json()
+        gone = client.post(path, json={"name": "gone"}).json()
+        client.delete(f"{path}/{gone['id']}")
+        client.get(SERVE, headers={GATEWAY_HEADER: kept["key"]})
+        before = client.get(path).json()
+    first.stop()
+    text = state.read_text()
+    assert kept["key"] not in text
+    assert gone["key"] not in text
+    assert hashlib.sha256(kept["key"].encode()).hexdigest() in text
+    assert [key["name"] for key in json.loads(text)["keys"]] == ["kept"]
+    second = start(state=state)
+    with httpx.Client(verify=TLS, base_url=second.url, headers={"Coder-Session-Token": OWNER}) as client:
+        assert client.get(path).json() == before
+        assert client.get(SERVE, headers={GATEWAY_HEADER: kept["key"]}).status_code == 200
+        assert client.post(path, json={"name": "kept"}).status_code == 400
+
+
+def test_a_corrupt_state_file_stops_the_start(tmp_path: Path) -> None:
+    state = tmp_path / "state.json"
+    state.write_text("{not json")
+    with pytest.raises(DevServerError, match=r"state\.json"):
+        DevServer(DevServerConfig(port=0, state=state)).start()
+
+
+def test_a_seed_replayed_over_its_own_state_makes_no_duplicates(
+    connect: Callable[..., Api], tmp_path: Path
+) -> None:
+    state = tmp_path / "state.json"
+    first = connect(seed=3, state=state)
+    made = first.created("first")
+    first.server.stop()
+    second = connect(seed=3, state=state)
+    again = second.created("second")
+    assert again["id"] != made["id"]
+    assert again["key_prefix"] != made["key_prefix"]
+    assert [key["name"] for key in second.listed()] == ["first", "second"]
+
+
+def test_seed_makes_ids_and_secrets_reproducible(connect: Callable[..., Api]) -> None:
+    runs = [connect(seed=seed) for seed in (7, 7, 8)]
+    made = [[(k["id"], k["key"]) for k in (api.created("a"), api.created("b"))] for api in runs]
+    assert made[0] == made[1]
+    assert made[0] != made[2]
+
+
+def test_seed_makes_injected_failures_reproducible(connect: Callable[..., Api]) -> None:
+    runs = [connect(seed=11, fail_rate=0.5) for _ in range(2)]
+    statuses = [[api.call("GET", api.collection).status_code for _ in range(20)] for api in runs]
+    assert statuses[0] == statuses[1]
+    assert set(statuses[0]) == {200, 500}
+
+
+def test_invalid_settings_are_refused() -> None:
+    with pytest.raises(ValueError, match="api must be one of"):
+        DevServerConfig(api="keys")
+    with pytest.raises(ValueError, match="fail_rate"):
+        DevServerConfig(fail_rate=1.5)
+
+
+# Load
+
+
+def test_64_concurrent_clients_are_all_answered(connect: Callable[..., Api]) -> None:
+    api = connect()
+    barrier = threading.Barrier(64)
+
+    def client_run(index: int) -> list[int]:
+        with httpx.Client(
+            verify=TLS, base_url=api.server.url, headers={"Coder-Session-Token": OWNER}
+        ) as client:
+            barrier.wait()
+            created = client.post(api.collection, json={"name": f"load-{index}"})
+            listed = client.get(api.collection)
+            deleted = client.delete(api.item(created.json()["id"]))
+            return [created.status_code, listed.status_code, deleted.status_code]
+
+    with ThreadPoolExecutor(max_workers=64) as pool:
+        results = list(pool.map(client_run, range(64)))
+    assert results == [[201, 200, 204]] * 64
+    assert api.listed() == []
+
+
+# Foreground
+
+
+def _spawn(code: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent / "src")}
+    return subprocess.Popen(
+        [sys.executable, "-c", code],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT])
+def test_run_serves_in_the_foreground_until_signalled(stop_signal: signal.Signals) -> None:
+    code = (
+        "import sys; from keysync.devserver import run, DevServerConfig; "
+        "sys.exit(run(DevServerConfig(port=0)))"
+    )
+    process = _spawn(code)
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        first = process.stdout.readline()
+        assert re.fullmatch(r"listening on http://127\.0\.0\.1:\d+\n", first)
+        token = process.stderr.readline().removeprefix("owner session token: ").strip()
+        url = first.split()[-1]
+        response = httpx.get(
+            verify=TLS, url=url + COLLECTIONS["coderd-keys"], headers={"Coder-Session-Token": token}
+        )
+        assert response.status_code == 200
+        process.send_signal(stop_signal)
+        out, err = process.communicate(timeout=10)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.communicate()
+    assert process.returncode == 0
+    assert out == ""
+    assert re.search(r"^GET /api/v2/aibridge/coderd-keys 200 \d+\.\dms$", err, re.MULTILINE)
+    assert token not in err
+
+
+def test_run_reports_a_port_in_use(start: Callable[..., DevServer]) -> None:
+    busy = start()
+    port = int(busy.url.rsplit(":", 1)[1])
+    out, err = io.StringIO(), io.StringIO()
+    assert run(DevServerConfig(port=port, token=OWNER), out=out, err=err) == 1
+    assert out.getvalue() == ""
+    assert "cannot listen on" in err.getvalue()
+    assert OWNER not in err.getvalue()
