@@ -158,6 +158,7 @@ class CoderClient:
 
     def create_key(self, name: str) -> CreatedKey:
         path = self._collection()
+        self._first_list = None  # the probe's list is stale once anything changes
         response, body = self._send("POST", path, payload={"name": name}, idempotent=False)
         if response.status_code != 201:
             raise _error(response, body, "POST", path)
@@ -175,6 +176,7 @@ class CoderClient:
     def delete_key(self, key_id: str) -> bool:
         """Deletes a key; False when it was already gone (404)."""
         path = f"{self._collection()}/{key_id}"
+        self._first_list = None
         response, body = self._send("DELETE", path, idempotent=True)
         if response.status_code == 404:
             return False
