@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,13 +12,12 @@ from pydantic import BaseModel, ValidationError
 
 from keysync import yamlsource
 from keysync.errors import ManifestError
+from keysync.generations import generation_of
 from keysync.manifest import Manifest, Policy
+from keysync.secret import looks_secret, redact_secret_like
 from keysync.sinkconfig import BUILTIN_SINK_CONFIGS
 
 Problem = tuple[yamlsource.Path, str]
-_TOKEN_LIKE = re.compile(
-    r"[A-Za-z0-9]{10}-[A-Za-z0-9]{22}|(?=[A-Za-z0-9]*[A-Z])(?=[A-Za-z0-9]*[0-9])[A-Za-z0-9]{32,}"
-)
 _FRIENDLY = {
     "name": "not a valid key name: lowercase letters, digits and single hyphens, not at either end",
     "rotate_after": "not a duration: digits and a unit s, m, h, d or w, e.g. 90d or 1w2d",
@@ -129,7 +127,8 @@ def _semantic_problems(data: dict[str, Any]) -> list[Problem]:
         seen.setdefault(name, index)
         if Policy.model_construct(ignore=ignore).ignores(name):
             problems.append((loc, f"{name!r} matches policy.ignore, so keysync could never manage it"))
-        base = _generation_base(name)
+        generation = generation_of(name)
+        base = generation[0] if generation else None
         if base in names:
             problems.append((loc, f"{name!r} is a rotation generation of {base!r}; rename one of them"))
         if spec.get("rotation", policy.get("rotation")) == "overlap" and len(name) > 60:
@@ -143,11 +142,6 @@ def _raw_spec(item: Any) -> dict[str, Any] | None:
     if isinstance(item, dict) and isinstance(item.get("name"), str):
         return item
     return None
-
-
-def _generation_base(name: str) -> str | None:
-    match = re.match(r"^(.+)-r(\d+)$", name)
-    return match.group(1) if match and int(match.group(2)) >= 2 else None
 
 
 def _problem(error: Any, prefix: yamlsource.Path = ()) -> Problem:
@@ -173,7 +167,7 @@ def _is_union_tag(part: Any) -> bool:
 
 def _quote(value: Any) -> str:
     text = repr(value)
-    if _TOKEN_LIKE.search(text):
+    if looks_secret(text):
         return "<a value that looks like a secret, not shown>"
     return text if len(text) <= 60 else text[:57] + "..."
 
@@ -182,4 +176,4 @@ def _field(loc: yamlsource.Path) -> str:
     text = ""
     for part in loc:
         text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
-    return text or "(manifest)"
+    return redact_secret_like(text) or "(manifest)"

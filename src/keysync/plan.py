@@ -184,14 +184,17 @@ class _Builder:
             return "requested"
         if held is not newest:
             return "secret-stale" if self.sink.entries.get(spec.name) else "secret-missing"
+        return "rotation-due" if self._rotation_due(spec, newest) else None
+
+    def _rotation_due(self, spec: KeySpec, newest: Generation) -> bool:
         rotate_after = self.manifest.rotate_after(spec)
-        if rotate_after is not None and self.now - newest.key.created_at >= rotate_after:
-            return "rotation-due"
-        return None
+        return rotate_after is not None and self.now - newest.key.created_at >= rotate_after
 
     def _change(self, spec: KeySpec, generations: list[Generation], reason: Reason) -> None:
         if reason in ("secret-missing", "secret-stale") and not self._admit_missing(spec.name, reason):
-            return
+            if not self._rotation_due(spec, generations[-1]):
+                return
+            reason = "rotation-due"
         newest = generations[-1]
         next_name = generation_name(spec.name, newest.number + 1)
         if self._rotation(spec) == "replace":

@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Final
 
 _MASK: Final = "**********"
+# A Coder session token, or a long random-looking run like a gateway key.
+_SECRET_LIKE = re.compile(
+    r"[A-Za-z0-9]{10}-[A-Za-z0-9]{22}|(?=[A-Za-z0-9]*[A-Z])(?=[A-Za-z0-9]*[0-9])[A-Za-z0-9]{24,}"
+)
 
 
 class Secret:
@@ -46,3 +51,12 @@ def mask(text: str, secrets: list[Secret]) -> str:
         if secret:
             text = text.replace(secret.reveal(), _MASK)
     return text
+
+
+def looks_secret(text: str) -> bool:
+    return _SECRET_LIKE.search(text) is not None
+
+
+def redact_secret_like(text: str) -> str:
+    """Masks anything in text that looks like a token or a key, for messages about user input."""
+    return _SECRET_LIKE.sub(_MASK, text)

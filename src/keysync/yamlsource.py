@@ -13,6 +13,8 @@ import yaml
 from yaml.constructor import SafeConstructor
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
+from keysync.secret import redact_secret_like
+
 Path = tuple[str | int, ...]
 
 _MAX_BYTES = 1 << 20
@@ -24,7 +26,7 @@ _SEQ_TAG = "tag:yaml.org,2002:seq"
 class YamlError(Exception):
     def __init__(self, line: int, message: str) -> None:
         self.line = line
-        self.message = message
+        self.message = redact_secret_like(message)
         super().__init__(f"line {line}: {message}")
 
 

@@ -62,6 +62,7 @@ class DirectorySink:
 
     def store(self, record: SecretRecord) -> None:
         meta = self._load()
+        ensure_directory(self.path)
         # The secret file is synced by itself; the sidecar's group commit syncs the directory.
         atomic_write(self.path / record.name, record.key.reveal().encode(), sync_directory=False)
         self._commit.commit(lambda: meta.__setitem__(record.name, record.public()))

@@ -1,0 +1,136 @@
+"""The `exec` sink: a command of the user's receives each record as JSON on its stdin.
+
+No shell is involved: `command` is a list. It runs in the manifest's directory, its stdout is
+discarded, its stderr is shown only when it fails, with the secret masked. Exit 0 means stored.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import signal
+import subprocess
+import threading
+from contextlib import AbstractContextManager, nullcontext, suppress
+from pathlib import Path
+
+from keysync.errors import SinkError
+from keysync.keys import SecretRecord, SinkView
+from keysync.secret import Secret, mask
+from keysync.sinkconfig import ExecSinkConfig
+from keysync.sinks.base import SinkContext
+
+_STDERR_LINES = 5
+_STDERR_LINE_CHARS = 200
+_REAP_SECONDS = 5.0
+
+
+class ExecSink:
+    config_model = ExecSinkConfig
+
+    def __init__(self, config: ExecSinkConfig, context: SinkContext) -> None:
+        self._command = list(config.command)
+        self._remove_command = list(config.remove_command) if config.remove_command else None
+        self._context = context
+        self._ids: dict[str, str] = {}  # key ids seen this run, for remove_command
+        self._guard = threading.Lock()
+
+    def describe(self) -> str:
+        return f"exec {shlex.join(self._command)}"
+
+    def local_paths(self) -> list[Path]:
+        return []
+
+    def lock(self, timeout: float | None) -> AbstractContextManager[None]:
+        return nullcontext()
+
+    def read(self) -> SinkView:
+        return SinkView({}, readable=False)
+
+    def check_writable(self) -> None:
+        for command in (self._command, self._remove_command):
+            if command is not None:
+                self._executable(command[0])
+
+    def store(self, record: SecretRecord) -> None:
+        self._run(self._command, record.document(), f"storing key {record.name!r}", [record.key])
+        with self._guard:
+            self._ids[record.name] = record.id
+
+    def remove(self, name: str) -> None:
+        if self._remove_command is None:
+            return
+        with self._guard:
+            key_id = self._ids.pop(name, "")
+        document = {"name": name, "id": key_id, "coderd_url": self._context.coderd_url}
+        self._run(self._remove_command, document, f"removing key {name!r}", [])
+
+    def close(self) -> None:
+        pass
+
+    def _run(self, command: list[str], document: dict[str, str], doing: str, secrets: list[Secret]) -> None:
+        argv = [self._executable(command[0]), *command[1:]]
+        try:
+            process = subprocess.Popen(
+                argv,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                cwd=self._context.base_dir,
+                env=dict(self._context.env) or None,
+                start_new_session=True,  # so a timeout kills whatever the command started too
+            )
+        except OSError as exc:
+            raise SinkError(f"exec sink: cannot run {command[0]!r} {doing}: {exc.strerror}") from None
+        try:
+            _, stderr = process.communicate(json.dumps(document).encode(), timeout=self._context.timeout)
+        except subprocess.TimeoutExpired:
+            _kill(process)
+            raise SinkError(
+                f"exec sink: {command[0]!r} {doing} did not finish within "
+                f"{self._context.timeout:g}s and was killed"
+            ) from None
+        if process.returncode != 0:
+            raise SinkError(
+                f"exec sink: {command[0]!r} failed {doing} ({_exit(process.returncode)})"
+                + _stderr_excerpt(stderr, secrets)
+            )
+
+    def _executable(self, program: str) -> str:
+        """The program to run: a path (relative to the manifest's directory) or a name on PATH."""
+        if os.sep in program:
+            path = self._context.resolve(program)
+            if path.is_file() and os.access(path, os.X_OK):
+                return str(path)
+            raise SinkError(f"exec sink: {program!r} ({path}) is not an executable file")
+        found = shutil.which(program, path=self._context.env.get("PATH") or os.environ.get("PATH"))
+        if found is None:
+            raise SinkError(f"exec sink: {program!r} is not found on PATH")
+        return found
+
+
+def _kill(process: subprocess.Popen[bytes]) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(process.pid, signal.SIGKILL)
+    with suppress(subprocess.TimeoutExpired):
+        process.communicate(timeout=_REAP_SECONDS)
+
+
+def _exit(code: int) -> str:
+    if code < 0:
+        with suppress(ValueError):
+            return f"killed by {signal.Signals(-code).name}"
+        return f"killed by signal {-code}"
+    return f"exit code {code}"
+
+
+def _stderr_excerpt(stderr: bytes, secrets: list[Secret]) -> str:
+    # Mask before cutting, so that no cut leaves a piece of a secret unmasked.
+    text = mask(stderr.decode("utf-8", errors="replace"), secrets)
+    lines = [line.strip()[:_STDERR_LINE_CHARS] for line in text.splitlines() if line.strip()]
+    if not lines:
+        return ""
+    more = " ..." if len(lines) > _STDERR_LINES else ""
+    return ": " + " | ".join(lines[:_STDERR_LINES]) + more
