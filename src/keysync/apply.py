@@ -29,7 +29,7 @@ class KeyApi(Protocol):
 class SecretStore(Protocol):
     def store(self, record: SecretRecord) -> None: ...
 
-    def remove(self, name: str) -> None: ...
+    def remove(self, name: str, key_id: str = "") -> None: ...
 
 
 @dataclass(frozen=True)
@@ -135,7 +135,7 @@ class Applier:
         assert action.live is not None
         self._api.delete_key(action.live.id)
         if action.action == "delete":
-            self._sink.remove(action.name)
+            self._sink.remove(action.name, action.live.id)
 
     def _create(self, name: str, live_name: str) -> LiveKey:
         for _ in range(_CREATE_ATTEMPTS - 1):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class _Settings(BaseModel):
@@ -29,6 +29,12 @@ class VaultAuthConfig(_Settings):
     role_id: str | None = None
     secret_id_file: str | None = None
     mount: str = "approle"
+
+    @model_validator(mode="after")
+    def _approle_needs_role_id(self) -> VaultAuthConfig:
+        if self.method == "approle" and not self.role_id:
+            raise ValueError("method approle needs role_id")
+        return self
 
 
 class VaultSinkConfig(_Settings):

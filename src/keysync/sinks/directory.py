@@ -67,7 +67,7 @@ class DirectorySink:
         atomic_write(self.path / record.name, record.key.reveal().encode(), sync_directory=False)
         self._commit.commit(lambda: meta.__setitem__(record.name, record.public()))
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str, key_id: str = "") -> None:
         meta = self._load()
         try:
             (self.path / name).unlink(missing_ok=True)

@@ -59,11 +59,11 @@ class ExecSink:
         with self._guard:
             self._ids[record.name] = record.id
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str, key_id: str = "") -> None:
         if self._remove_command is None:
             return
         with self._guard:
-            key_id = self._ids.pop(name, "")
+            key_id = key_id or self._ids.pop(name, "")
         document = {"name": name, "id": key_id, "coderd_url": self._context.coderd_url}
         self._run(self._remove_command, document, f"removing key {name!r}", [])
 

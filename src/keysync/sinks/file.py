@@ -63,7 +63,7 @@ class FileSink:
                 self._restore(records, record.name, previous)
             raise
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str, key_id: str = "") -> None:
         records = self._load()
         if name in records:
             self._commit.commit(lambda: drop(records, name))

@@ -260,7 +260,7 @@ class VaultSink:
             secrets=[record.key],
         )
 
-    def remove(self, name: str) -> None:
+    def remove(self, name: str, key_id: str = "") -> None:
         path = self._template.path(name)
         if self._foreign(self._seen_or_fetch(name, path)):
             return  # another deployment's record: not ours to delete
