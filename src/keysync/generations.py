@@ -19,6 +19,12 @@ def generation_of(name: str) -> tuple[str, int] | None:
     return match["base"], int(match["number"])
 
 
+def logical_name(name: str) -> str:
+    """The manifest name a live key stands for: 'gw' for both 'gw' and 'gw-r3'."""
+    parsed = generation_of(name)
+    return parsed[0] if parsed else name
+
+
 def generation_name(base: str, number: int) -> str:
     return base if number == 1 else f"{base}-r{number}"
 

@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from keysync.duration import parse_duration
+from keysync.generations import logical_name
 from keysync.names import MAX_NAME_LENGTH, NAME_PATTERN
 
 ApiGeneration = Literal["coderd-keys", "aibridge-keys", "ai-gateway-keys"]
@@ -60,10 +61,11 @@ class Policy(_Strict):
     on_missing_secret: OnMissingSecret = "replace"
 
     def ignores(self, name: str) -> bool:
-        return _matches(name, self.ignore)
+        """Whether a key, or the logical key a generation `name-rK` belongs to, is ignored."""
+        return _matches(name, self.ignore) or _matches(logical_name(name), self.ignore)
 
     def protects(self, name: str) -> bool:
-        return _matches(name, self.protect)
+        return _matches(name, self.protect) or _matches(logical_name(name), self.protect)
 
 
 class KeySpec(_Strict):
