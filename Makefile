@@ -34,3 +34,6 @@ bench: $(BIN)/.installed
 
 clean:
 	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache
+
+roothelp: $(BIN)/.installed
+	$(BIN)/python -c "from keysync.entry import write_root_help; write_root_help()"

@@ -1,3 +1,3 @@
-from keysync.cli import main
+from keysync.entry import main
 
 raise SystemExit(main())

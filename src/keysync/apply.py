@@ -89,61 +89,68 @@ class Applier:
         self._sink = sink
         self._url = coderd_url
         self._parallelism = max(1, parallelism)
+        # `parallelism` bounds the requests to Coder; twice as many actions may be in flight, so
+        # that those waiting for their secret's fsync do not hold a request slot.
+        self._slots = threading.BoundedSemaphore(self._parallelism)
         self._stop = stop or threading.Event()
         self._on_outcome = on_outcome
 
     def apply(self, plan: Plan) -> ApplyReport:
         report = ApplyReport()
         pending = iter(plan.actions)
-        with ThreadPoolExecutor(self._parallelism, thread_name_prefix="keysync-apply") as pool:
-            running: set[Future[Outcome]] = set()
+        with ThreadPoolExecutor(2 * self._parallelism, thread_name_prefix="keysync-apply") as pool:
+            running: set[Future[Outcome | Action]] = set()
             self._fill(pool, running, pending)
             while running:
                 done, running = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
                 for future in done:
                     outcome = future.result()
+                    if isinstance(outcome, Action):
+                        report.not_started.append(outcome)
+                        continue
                     report.outcomes.append(outcome)
                     self._on_outcome(outcome)
                 self._fill(pool, running, pending)
-        report.not_started = list(pending)
+        report.not_started += list(pending)
         report.interrupted = self._stop.is_set()
         if not report.interrupted:
             report.cleanup_errors = self._remove_stale(plan.stale_records)
         return report
 
     def _fill(
-        self, pool: ThreadPoolExecutor, running: set[Future[Outcome]], pending: Iterator[Action]
+        self, pool: ThreadPoolExecutor, running: set[Future[Outcome | Action]], pending: Iterator[Action]
     ) -> None:
-        while len(running) < self._parallelism and not self._stop.is_set():
+        while len(running) < 2 * self._parallelism and not self._stop.is_set():
             action = next(pending, None)
             if action is None:
                 return
             running.add(pool.submit(self._run, action))
 
-    def _run(self, action: Action) -> Outcome:
+    def _run(self, action: Action) -> Outcome | Action:
+        """The outcome of an action, or the action itself when an interrupt came first."""
         try:
-            created = None
-            if action.destroys:
-                self._delete(action)
-            if action.creates:
-                created = self._create(action.name, action.live_name)
-            return Outcome(action, created=created)
+            with self._slots:
+                if self._stop.is_set():
+                    return action
+                if action.destroys:
+                    assert action.live is not None
+                    self._api.delete_key(action.live.id)
+                created = self._create(action.live_name) if action.creates else None
+            if created is not None:
+                return Outcome(action, created=self._deliver(created, action.name))
+            if action.action == "delete":
+                self._sink.remove(action.name, action.live.id if action.live else "")
+            return Outcome(action)
         except KeysyncError as exc:
             return Outcome(action, error=str(exc))
 
-    def _delete(self, action: Action) -> None:
-        assert action.live is not None
-        self._api.delete_key(action.live.id)
-        if action.action == "delete":
-            self._sink.remove(action.name, action.live.id)
-
-    def _create(self, name: str, live_name: str) -> LiveKey:
+    def _create(self, live_name: str) -> CreatedKey:
         for _ in range(_CREATE_ATTEMPTS - 1):
             try:
-                return self._deliver(self._api.create_key(live_name), name)
+                return self._api.create_key(live_name)
             except OutcomeUnknownError:
                 self._resolve_unknown(live_name)
-        return self._deliver(self._api.create_key(live_name), name)
+        return self._api.create_key(live_name)
 
     def _resolve_unknown(self, live_name: str) -> None:
         """A create went out and no answer came back: if the key exists, nobody holds its secret."""

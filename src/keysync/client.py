@@ -98,7 +98,7 @@ class CoderClient:
             base_url=self.url,
             transport=transport,
             timeout=settings.timeout,
-            verify=_tls_context(settings.ca_cert),
+            verify=_tls_context(settings.ca_cert) if self.url.startswith("https:") else False,
             follow_redirects=False,
             headers=self._headers(),
             limits=httpx.Limits(

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from functools import lru_cache
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 _WHOLE = re.compile(r"^(?:\d+[smhdw])+$")
 _PART = re.compile(r"(\d+)([smhdw])")
 
 
+@lru_cache(maxsize=256)
 def parse_duration(text: str) -> timedelta:
     """Parses '90d' or '1w2d'; raises ValueError with the rule otherwise."""
     if not _WHOLE.match(text):

@@ -118,6 +118,7 @@ def _semantic_problems(data: dict[str, Any]) -> list[Problem]:
     names = {spec["name"] for _, spec in specs if spec}
     problems: list[Problem] = []
     seen: dict[str, int] = {}
+    ignoring = Policy.model_construct(ignore=ignore)
     for index, spec in specs:
         if not spec:
             continue
@@ -125,7 +126,7 @@ def _semantic_problems(data: dict[str, Any]) -> list[Problem]:
         if name in seen:
             problems.append((loc, f"duplicate key name {name!r} (first at keys[{seen[name]}])"))
         seen.setdefault(name, index)
-        if Policy.model_construct(ignore=ignore).ignores(name):
+        if ignoring.ignores(name):
             problems.append((loc, f"{name!r} matches policy.ignore, so keysync could never manage it"))
         generation = generation_of(name)
         base = generation[0] if generation else None

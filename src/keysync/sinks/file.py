@@ -34,6 +34,8 @@ class FileSink:
         self._url = context.coderd_url
         self.path = context.resolve(config.path)
         self._records: dict[str, SecretRecord] | None = None
+        self._encoded: dict[str, str] = {}  # each record's JSON, so a flush only joins strings
+        self._directory_ready = False
         self._guard = threading.Lock()
         self._commit = GroupCommit(self._render, self._write)
 
@@ -57,26 +59,21 @@ class FileSink:
         records = self._load()
         previous = records.get(record.name)
         try:
-            self._commit.commit(lambda: _put(records, record))
+            self._commit.commit(lambda: self._put(records, record))
         except SinkError:
             with self._guard:
-                self._restore(records, record.name, previous)
+                self._drop(records, record.name)
+                if previous is not None:
+                    self._put(records, previous)
             raise
 
     def remove(self, name: str, key_id: str = "") -> None:
         records = self._load()
         if name in records:
-            self._commit.commit(lambda: drop(records, name))
+            self._commit.commit(lambda: self._drop(records, name))
 
     def close(self) -> None:
         pass
-
-    @staticmethod
-    def _restore(records: dict[str, SecretRecord], name: str, previous: SecretRecord | None) -> None:
-        if previous is None:
-            records.pop(name, None)
-        else:
-            records[name] = previous
 
     def _load(self) -> dict[str, SecretRecord]:
         with self._guard:
@@ -112,32 +109,39 @@ class FileSink:
             )
         return records
 
+    def _put(self, records: dict[str, SecretRecord], record: SecretRecord) -> None:
+        records[record.name] = record
+        self._encoded[record.name] = json.dumps(record.document())
+
+    def _drop(self, records: dict[str, SecretRecord], name: str) -> None:
+        records.pop(name, None)
+        self._encoded.pop(name, None)
+
     def _render(self) -> bytes:
-        records = dict(sorted((self._records or {}).items()))
         if self._config.format == "env":
+            records = dict(sorted((self._records or {}).items()))
             return _render_env(self._url, records, self._config.prefix).encode()
-        return _render_json(self._url, records).encode()
+        for name, record in (self._records or {}).items():
+            if name not in self._encoded:
+                self._encoded[name] = json.dumps(record.document())
+        return _render_json(self._url, self._encoded).encode()
 
     def _write(self, data: bytes) -> None:
-        ensure_directory(self.path.parent)
+        if not self._directory_ready:
+            ensure_directory(self.path.parent)
+            self._directory_ready = True
         atomic_write(self.path, data)
-
-
-def _put(records: dict[str, SecretRecord], record: SecretRecord) -> None:
-    records[record.name] = record
 
 
 def drop(records: dict[str, Any], name: str) -> None:
     records.pop(name, None)
 
 
-def _render_json(url: str, records: dict[str, SecretRecord]) -> str:
-    document = {
-        "version": 1,
-        "coderd_url": url,
-        "keys": {name: r.document() for name, r in records.items()},
-    }
-    return json.dumps(document, indent=2) + "\n"
+def _render_json(url: str, encoded: dict[str, str]) -> str:
+    """The document, one record a line: re-encoding only what changed keeps big flushes cheap."""
+    lines = ",\n".join(f"    {json.dumps(name)}: {encoded[name]}" for name in sorted(encoded))
+    keys = f"{{\n{lines}\n  }}" if lines else "{}"
+    return f'{{\n  "version": 1,\n  "coderd_url": {json.dumps(url)},\n  "keys": {keys}\n}}\n'
 
 
 def _parse_json(text: str) -> tuple[str, dict[str, SecretRecord]]:

@@ -1,0 +1,52 @@
+"""The console entry point. `--version` and `--help` answer without importing click, so that a
+pipeline's first call to keysync costs little more than starting Python."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = list(sys.argv[1:] if argv is None else argv)
+    if args == ["--version"]:
+        from keysync import __version__
+
+        sys.stdout.write(f"keysync, version {__version__}\n")
+        return 0
+    if args in (["--help"], ["-h"]):
+        from keysync.roothelp import ROOT_HELP
+
+        sys.stdout.write(ROOT_HELP)
+        return 0
+    from keysync.cli import main as cli_main
+
+    return cli_main(args)
+
+
+def render_root_help() -> str:
+    """What click prints for `keysync --help` at 80 columns: the source of keysync.roothelp."""
+    import click
+
+    from keysync.cli import cli
+    from keysync.commands import register
+
+    register(cli)
+    settings = {**cli.context_settings, "terminal_width": 78}  # click's width on an 80-column terminal
+    with click.Context(cli, info_name="keysync", **settings) as context:
+        return cli.get_help(context) + "\n"
+
+
+def write_root_help() -> None:
+    """Regenerates keysync/roothelp.py (`make roothelp`) after the root help changed."""
+    import json
+    from pathlib import Path
+
+    lines = "".join(f"    {json.dumps(line)}\n" for line in render_root_help().splitlines(keepends=True))
+    path = Path(__file__).with_name("roothelp.py")
+    doc = '"""The text of `keysync --help`, kept in step with click by tests/test_entry.py."""'
+    path.write_text(f"{doc}\n\nROOT_HELP = (\n{lines})\n")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

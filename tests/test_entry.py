@@ -1,0 +1,34 @@
+"""The fast entry point answers --version and --help exactly as click would."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from keysync import __version__
+from keysync.entry import render_root_help
+from keysync.roothelp import ROOT_HELP
+
+from conftest import KEYSYNC
+
+
+def test_the_kept_root_help_is_what_click_renders() -> None:
+    # On a mismatch: make roothelp
+    assert render_root_help() == ROOT_HELP
+
+
+def test_version_and_help_come_without_click() -> None:
+    for flag, expected in (("--version", f"keysync, version {__version__}\n"), ("--help", ROOT_HELP)):
+        done = subprocess.run([KEYSYNC, flag], capture_output=True, text=True, check=True)
+        assert done.stdout == expected
+
+
+def test_the_fast_path_imports_no_click() -> None:
+    code = "import sys; from keysync.entry import main; main(['--help']); print('click' in sys.modules)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.endswith("False\n")
+
+
+def test_everything_else_goes_to_click() -> None:
+    done = subprocess.run([KEYSYNC, "plan", "--help"], capture_output=True, text=True, check=True)
+    assert "--detailed-exitcode" in done.stdout
