@@ -63,10 +63,17 @@ class Watcher:
         self._log = log
         self._metrics = metrics
         self._stop = stop
+        self._round_stop = threading.Event()
+        self.fatal: str | None = None
+
+    def interrupt(self) -> None:
+        """Stops after the round in flight: its running actions finish, no new ones start."""
+        self._stop.set()
+        self._round_stop.set()
 
     def run(self) -> None:
         retry = FIRST_RETRY_SECONDS
-        while not self._stop.is_set():
+        while not self._stop.is_set() and self.fatal is None:
             if self.round():
                 retry = FIRST_RETRY_SECONDS
                 wait = self._settings.interval
@@ -99,6 +106,8 @@ class Watcher:
     def _reconcile(self, session: Session) -> dict[str, Any]:
         plan = session.snapshot(PlanRequest()).plan
         if self._metrics is not None:
+            self._metrics.observe_skipped(())
+        if self._metrics is not None:
             reasons = [(a.action, a.reason) for a in plan.actions]
             self._metrics.observe_plan(len(session.loaded.manifest.keys), reasons, len(plan.waiting))
         if plan.failures:
@@ -121,10 +130,14 @@ class Watcher:
         check_git(session, force=False)
         if any(action.action != "delete" for action in safe.actions):
             session.sink.check_writable()
+        self._round_stop = threading.Event()
+        if self._stop.is_set():
+            self._round_stop.set()
         report, audit_error = execute_plan(
-            session, safe, self._stop, self._on_outcome, self._settings.audit_log
+            session, safe, self._round_stop, self._on_outcome, self._settings.audit_log
         )
         if audit_error:
+            self.fatal = audit_error  # the trail is broken: stop watching rather than act unrecorded
             raise KeysyncError(audit_error)
         if self._metrics is not None:
             left = [(a.action, a.reason) for a, _ in skipped]

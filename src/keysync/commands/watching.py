@@ -64,18 +64,21 @@ def watch(
 
     def handler(signum: int, frame: Any) -> None:
         received.append(signum)
-        stop.set()
+        watcher.interrupt()
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, handler)
     log = EventLog(log_format)
     log.emit("start", interval_s=every, apply=do_apply, listen=listen or "")
+    watcher = Watcher(lambda: Session(options), settings, log, metrics, stop)
     try:
-        Watcher(lambda: Session(options), settings, log, metrics, stop).run()
+        watcher.run()
     finally:
         if server is not None:
             server.shutdown()
-    log.emit("stop", signal=signal.Signals(received[0]).name if received else "")
+    log.emit("stop", signal=signal.Signals(received[0]).name if received else "", error=watcher.fatal or "")
+    if watcher.fatal:
+        return 1  # the stop line above carries the error, keeping stderr one JSON object a line
     return EXIT_INTERRUPTED if received and received[0] == signal.SIGINT else 0
 
 
