@@ -9,6 +9,8 @@ from pathlib import Path
 def unignored_advice(path: Path, is_directory: bool) -> str | None:
     """None when `path` is outside any work tree or ignored; otherwise the advice to fix it."""
     anchor = _existing_ancestor(path.resolve())
+    if not any((parent / ".git").exists() for parent in (anchor, *anchor.parents)):
+        return None  # not in a work tree: spare the git subprocesses
     root = _git(anchor, "rev-parse", "--show-toplevel")
     if root is None or root[0] != 0:
         return None
