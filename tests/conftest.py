@@ -46,8 +46,15 @@ class Cli:
     runs: list[Run] = field(default_factory=list)
 
     def __call__(self, *args: str, input: str | None = None, timeout: float = 60) -> Run:
-        done = subprocess.run([KEYSYNC, *args], cwd=self.cwd, env=self.env, input=input,
-                              capture_output=True, text=True, timeout=timeout)
+        done = subprocess.run(
+            [KEYSYNC, *args],
+            cwd=self.cwd,
+            env=self.env,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
         run = Run(list(args), done.returncode, done.stdout, done.stderr)
         self.runs.append(run)
         CAPTURED.append(run.stdout + run.stderr)

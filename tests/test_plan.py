@@ -358,8 +358,18 @@ def test_max_deletes_allows_exactly_the_limit() -> None:
 
 
 def test_max_deletes_zero_refuses_a_single_replace() -> None:
-    plan = plan_for(manifest(["alpha"], max_deletes=0), [live("alpha")], SinkView({}))
+    used = live("alpha", last_used=timedelta(days=1))
+    plan = plan_for(manifest(["alpha"], max_deletes=0), [used], SinkView({}))
     assert plan.needs_force
+
+
+def test_max_deletes_does_not_count_keys_nobody_ever_held() -> None:
+    # A crash before delivery leaves keys never used whose secret nobody has: replacing them
+    # cuts nobody off, so the next apply restores them without --force.
+    keys = [live(name) for name in ("alpha", "beta", "gamma")]
+    plan = plan_for(manifest(["alpha", "beta", "gamma"], max_deletes=1), keys, SinkView({}))
+    assert plan.summary()["replace"] == 3
+    assert not plan.needs_force
 
 
 def test_deleting_every_managed_key_needs_force() -> None:

@@ -180,7 +180,8 @@ def test_client_settings_and_client_never_show_the_token() -> None:
 )
 def test_a_malformed_key_list_never_echoes_its_input(body: str) -> None:
     with pytest.raises(MalformedResponseError) as caught:
-        _parse_list(body.encode(), "/api/v2/aibridge/coderd-keys")
+        response = httpx.Response(200, headers={"Content-Type": "application/json; charset=utf-8"})
+        _parse_list(response, body.encode(), "/api/v2/aibridge/coderd-keys")
     error = caught.value
     rendered = "".join(traceback.format_exception(error))
     for text in (str(error), repr(error), rendered):

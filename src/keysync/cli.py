@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -90,7 +91,13 @@ def _register() -> None:
     register(cli)
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    # SIGTERM stops keysync like Ctrl-C (exit 130); apply and watch install finer handlers.
+    signal.signal(signal.SIGTERM, _interrupt)
     _register()
     try:
         result = cli.main(

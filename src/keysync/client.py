@@ -8,6 +8,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import random
+import re
 import ssl
 import threading
 import time
@@ -24,7 +25,7 @@ from keysync import __version__
 from keysync import errors as e
 from keysync.keys import CreatedKey, LiveKey
 from keysync.retry import UNKNOWN_OUTCOME_STATUS, Backoff, rate_limit_wait
-from keysync.secret import Secret
+from keysync.secret import Secret, mask
 
 COLLECTIONS = {
     "ai-gateway-keys": "/api/v2/ai-gateway/keys",
@@ -137,8 +138,8 @@ class CoderClient:
             if response.status_code == 404:
                 continue
             if response.status_code != 200:
-                raise _error(response, body, "GET", path)
-            self._first_list = _parse_list(body, path)
+                raise _error(response, body, "GET", path, self._settings.token)
+            self._first_list = _parse_list(response, body, path)
             return api
         raise e.NotFoundError(
             f"{self.url} serves none of the AI Gateway keys APIs "
@@ -153,15 +154,15 @@ class CoderClient:
             return keys
         response, body = self._send("GET", path, idempotent=True)
         if response.status_code != 200:
-            raise _error(response, body, "GET", path)
-        return _parse_list(body, path)
+            raise _error(response, body, "GET", path, self._settings.token)
+        return _parse_list(response, body, path)
 
     def create_key(self, name: str) -> CreatedKey:
         path = self._collection()
         self._first_list = None  # the probe's list is stale once anything changes
         response, body = self._send("POST", path, payload={"name": name}, idempotent=False)
         if response.status_code != 201:
-            raise _error(response, body, "POST", path)
+            raise _error(response, body, "POST", path, self._settings.token)
         try:
             created = _CreatedBody.model_validate_json(body)
             _check_key_shape(created)
@@ -181,7 +182,7 @@ class CoderClient:
         if response.status_code == 404 and b"Route not found." not in body:
             return False
         if response.status_code not in (200, 204):
-            raise _error(response, body, "DELETE", path)
+            raise _error(response, body, "DELETE", path, self._settings.token)
         return True
 
     def _send(
@@ -195,6 +196,10 @@ class CoderClient:
                 response, body = self._exchange(method, path, payload)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
                 failure: Exception = e.TransportError(f"cannot reach {self.url}: {_reason(exc)}")
+                if "CERTIFICATE_VERIFY_FAILED" in str(exc):  # retrying cannot fix a certificate
+                    raise e.TransportError(
+                        f"{self.url}: TLS certificate not trusted ({_reason(exc)}); pass --ca-cert"
+                    ) from None
             except httpx.TransportError as exc:
                 if not idempotent:
                     raise e.OutcomeUnknownError(f"{method} {path}: no answer ({_reason(exc)})") from None
@@ -205,7 +210,7 @@ class CoderClient:
                 if status == 429:
                     delay = self._rate_limit_delay(response, attempt)
                     if waited + delay > self._backoff.rate_limit_budget:
-                        raise _error(response, body, method, path)
+                        raise _error(response, body, method, path, self._settings.token)
                     waited += delay
                     self._sleep(delay)
                     attempt += 1
@@ -214,7 +219,7 @@ class CoderClient:
                     raise e.OutcomeUnknownError(f"{method} {path}: coderd answered {status}", status=status)
                 if status not in UNKNOWN_OUTCOME_STATUS:
                     return response, body
-                failure = _error(response, body, method, path)
+                failure = _error(response, body, method, path, self._settings.token)
             attempt += 1
             if attempt >= self._backoff.attempts:
                 raise failure
@@ -288,7 +293,12 @@ def _reason(exc: Exception) -> str:
     return text.splitlines()[0][:200]
 
 
-def _parse_list(body: bytes, path: str) -> list[LiveKey]:
+def _parse_list(response: httpx.Response, body: bytes, path: str) -> list[LiveKey]:
+    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    if kind != "application/json":
+        raise e.MalformedResponseError(
+            f"GET {path}: coderd answered {kind or 'no content type'!r}, not JSON; is --url Coder's address?"
+        )
     try:
         return _LIVE_LIST.validate_json(body)
     except ValidationError as exc:
@@ -321,15 +331,18 @@ _HINTS = {
 }
 
 
-def _error(response: httpx.Response, body: bytes, method: str, path: str) -> e.ApiError:
+def _error(response: httpx.Response, body: bytes, method: str, path: str, token: Secret) -> e.ApiError:
     status = response.status_code
     if 300 <= status < 400:
+        location = _clean(response.headers.get("location", ""), token)
         return e.ApiError(
-            f"{method} {path} was redirected to {response.headers.get('location')!r}; "
+            f"{method} {path} was redirected to {location!r}; "
             "set --url to the final address (keysync does not follow redirects)",
             status=status,
         )
     message, detail, validations = _error_fields(response, body)
+    message, detail = _clean(message, token), _clean(detail, token)
+    validations = [(_clean(field, token), _clean(text, token)) for field, text in validations]
     cls = _STATUS_ERRORS.get(status, e.ServerError if status >= 500 else e.ApiError)
     if status == 403:
         cls = e.FeatureDisabledError if "Premium feature" in message else e.ForbiddenError
@@ -337,6 +350,16 @@ def _error(response: httpx.Response, body: bytes, method: str, path: str) -> e.A
     if hint and cls is not e.FeatureDisabledError:
         detail = f"{detail}; {hint}" if detail else hint
     return cls(message, status=status, detail=detail, validations=validations)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]+")
+_MAX_FIELD = 500
+
+
+def _clean(text: str, token: Secret) -> str:
+    """Server text made safe to print: no token, no control characters, one bounded line."""
+    text = mask(_CONTROL.sub(" ", text), [token])
+    return text if len(text) <= _MAX_FIELD else text[: _MAX_FIELD - 3] + "..."
 
 
 def _error_fields(response: httpx.Response, body: bytes) -> tuple[str, str, list[tuple[str, str]]]:

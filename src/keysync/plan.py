@@ -338,9 +338,10 @@ def _guard_violations(
     violations: dict[str, list[str]] = {}
     destroyed = [a for a in actions if a.destroys]
     limit = manifest.policy.max_deletes
-    if len(destroyed) > limit:
-        message = f"{len(destroyed)} keys would be destroyed, more than max_deletes ({limit})"
-        violations[message] = [a.name for a in destroyed]
+    counted = [a for a in destroyed if not _never_held(a)]
+    if len(counted) > limit:
+        message = f"{len(counted)} keys would be destroyed, more than max_deletes ({limit})"
+        violations[message] = [a.name for a in counted]
     deleted = [a.name for a in actions if a.action == "delete"]
     managed = set(extra) | {name for name, generations in groups.items() if generations}
     if deleted and set(deleted) == managed:
@@ -351,3 +352,10 @@ def _guard_violations(
         if action.live.in_use(now):
             violations[f"{action.name!r} was used in the last 10 minutes ({action.action})"] = [action.name]
     return violations
+
+
+def _never_held(action: Action) -> bool:
+    """A key no replica ever used and whose secret the sink lacks (a crash before delivery):
+    destroying it cuts nobody off, so max_deletes does not count it."""
+    lost = action.reason in ("secret-missing", "secret-stale", "orphaned")
+    return lost and action.live is not None and action.live.last_seen is None

@@ -111,19 +111,31 @@ def check_saved_plan(saved: dict[str, Any], current: World) -> None:
 def _explain(before: Any, after: dict[str, dict[str, str]]) -> str:
     if not isinstance(before, dict):
         return "the plan file has no snapshot to compare"
-    from deepdiff import DeepDiff
-
-    diff = DeepDiff(before, after, ignore_order=True, view="tree")
     parts = []
-    added = sorted(str(item.path(output_format="list")[0]) for item in diff.get("dictionary_item_added", []))
-    removed = sorted(
-        str(item.path(output_format="list")[0]) for item in diff.get("dictionary_item_removed", [])
-    )
-    changed = sorted({str(item.path(output_format="list")[0]) for item in diff.get("values_changed", [])})
+    added = sorted(after.keys() - before.keys())
+    removed = sorted(before.keys() - after.keys())
     if added:
         parts.append("appeared " + ", ".join(added))
     if removed:
         parts.append("vanished " + ", ".join(removed))
+    changed = [
+        _changed_fields(name, before[name], after[name]) for name in sorted(before.keys() & after.keys())
+    ]
+    changed = [text for text in changed if text]
     if changed:
         parts.append("changed " + ", ".join(changed))
     return ", ".join(parts) or "contents differ"
+
+
+def _changed_fields(name: str, before: Any, after: dict[str, str]) -> str:
+    """'gw (key_prefix abc -> xyz)' for a key whose recorded fields differ, else ''."""
+    from deepdiff import DeepDiff
+
+    diff = DeepDiff(before, after, view="tree")
+    fields = []
+    for kind in ("values_changed", "type_changes", "dictionary_item_added", "dictionary_item_removed"):
+        for item in diff.get(kind, []):
+            path = item.path(output_format="list")
+            field = str(path[0]) if path else "record"
+            fields.append(f"{field} {item.t1!s} -> {item.t2!s}" if kind == "values_changed" else field)
+    return f"{name} ({'; '.join(fields)})" if fields else ""

@@ -69,13 +69,15 @@ def render_text(plan: Plan, now: datetime, color: bool = False) -> str:
         lines.append(_paint("Error: ", "31", color) + failure)
     if plan.warnings or plan.failures:
         lines.append("")
-    lines.append(summary_line(plan) if plan.has_changes else NO_CHANGES)
+    if plan.has_changes or not plan.failures:
+        lines.append(summary_line(plan) if plan.has_changes else NO_CHANGES)
     return "\n".join(lines) + "\n"
 
 
 def render_markdown(plan: Plan, now: datetime, coderd_url: str) -> str:
     lines = [f"### keysync plan for {coderd_url}", ""]
-    lines.append(f"**{summary_line(plan)}**" if plan.has_changes else NO_CHANGES)
+    if plan.has_changes or not plan.failures:
+        lines.append(f"**{summary_line(plan)}**" if plan.has_changes else NO_CHANGES)
     if plan.actions:
         lines += [
             "",

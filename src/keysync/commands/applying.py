@@ -97,7 +97,13 @@ def _apply_locked(
     if plan.failures:
         raise KeysyncError("the plan cannot be applied: " + "; ".join(plan.failures))
     if not plan.has_changes:
-        console.out("No changes. Nothing to apply.")
+        if session.options.format == "json":
+            from keysync.apply import ApplyReport
+            from keysync.report import report_document
+
+            console.out(json.dumps(report_document(ApplyReport()), indent=2))
+        else:
+            console.out("No changes. Nothing to apply.")
         return 0
     plan.raise_if_unsafe(force)
     check_git(session, force)
@@ -129,7 +135,12 @@ def _execute(session: Any, plan: Any, audit_path: Path | None) -> int:
         return 1
     if report.interrupted:
         return EXIT_INTERRUPTED
-    return 0 if report.succeeded else 1
+    if not report.succeeded:
+        first = report.failed[0] if report.failed else None
+        reason = f"{first.action.action} {first.action.name}: {first.error}" if first else "see above"
+        console.err(f"keysync: error: apply failed ({len(report.failed)} action(s)); first: {reason}")
+        return 1
+    return 0
 
 
 def execute_plan(

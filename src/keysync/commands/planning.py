@@ -82,6 +82,8 @@ def plan(out: str | None, detailed_exitcode: bool, **kwargs: Any) -> int:
         save_plan(out, snapshot, request)
         console.err(f"Saved the plan to {out}; apply it with `keysync apply {out}`.")
     if snapshot.plan.failures:
+        for failure in snapshot.plan.failures:
+            console.err(f"keysync: error: {failure}")
         return 1
     return EXIT_CHANGES if detailed_exitcode and snapshot.plan.has_changes else 0
 

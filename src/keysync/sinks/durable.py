@@ -19,10 +19,20 @@ _counter = iter(range(1 << 62))
 
 
 def ensure_directory(path: Path) -> None:
+    """Creates path and any missing parents, each private (0700) whatever the umask."""
+    missing = []
+    target = path
+    while not path.exists() and path != path.parent:
+        missing.append(path)
+        path = path.parent
+    if not path.is_dir():
+        raise SinkError(f"cannot create directory {target}: {path} is not a directory")
     try:
-        path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        for directory in reversed(missing):
+            directory.mkdir(mode=0o700, exist_ok=True)
+            os.chmod(directory, 0o700)
     except OSError as exc:
-        raise SinkError(f"cannot create directory {path}: {exc.strerror}") from None
+        raise SinkError(f"cannot create directory {exc.filename or path}: {exc.strerror}") from None
 
 
 def atomic_write(path: Path, data: bytes, sync_directory: bool = True) -> None:
@@ -69,7 +79,10 @@ def probe_writable(directory: Path) -> None:
 def file_lock(path: Path, timeout: float | None) -> Iterator[None]:
     """An exclusive lock on `path`; who holds it is written inside for the next one to read."""
     ensure_directory(path.parent)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError as exc:
+        raise SinkError(f"cannot open the sink lock {path}: {exc.strerror}") from None
     try:
         _acquire(fd, path, timeout)
         os.ftruncate(fd, 0)

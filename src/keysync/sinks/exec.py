@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import threading
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext, suppress
 from pathlib import Path
 
@@ -79,7 +80,7 @@ class ExecSink:
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.PIPE,
                 cwd=self._context.base_dir,
-                env=dict(self._context.env) or None,
+                env=_command_environment(self._context.env),
                 start_new_session=True,  # so a timeout kills whatever the command started too
             )
         except OSError as exc:
@@ -134,3 +135,14 @@ def _stderr_excerpt(stderr: bytes, secrets: list[Secret]) -> str:
         return ""
     more = " ..." if len(lines) > _STDERR_LINES else ""
     return ": " + " | ".join(lines[:_STDERR_LINES]) + more
+
+
+_WITHHELD = ("CODER_SESSION_TOKEN", "VAULT_TOKEN")
+
+
+def _command_environment(env: Mapping[str, str]) -> dict[str, str] | None:
+    """keysync's environment less its own credentials: the command gets the record, not the keys
+    to the deployment."""
+    if not env:
+        return None
+    return {name: value for name, value in env.items() if name not in _WITHHELD}

@@ -1,0 +1,284 @@
+"""End to end, the failures: each exits 1 with one clear line on stderr, never a traceback,
+never the token, and changes nothing.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import ssl
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from keysync.devserver import DevServer, DevServerConfig
+
+from conftest import OWNER_TOKEN, Cli, Run
+
+COLLECTIONS = {
+    "coderd-keys": "/api/v2/aibridge/coderd-keys",
+    "aibridge-keys": "/api/v2/aibridge/keys",
+    "ai-gateway-keys": "/api/v2/ai-gateway/keys",
+}
+MEMBER_TOKEN = "memberTokn-0123456789abcdefABCDEF"
+BAD_TOKEN = "unknownTkn-0123456789abcdefABCDEF"
+SINK = Path("secrets/ai-gateway-keys.json")
+TLS = ssl.create_default_context()
+MANIFEST = "version: 1\nkeys: [alpha, beta]\n"
+
+
+def live_keys(server: DevServer) -> dict[str, dict[str, Any]]:
+    response = httpx.get(
+        server.url + COLLECTIONS[server.config.api],
+        headers={"Coder-Session-Token": OWNER_TOKEN},
+        verify=TLS,
+    )
+    assert response.status_code == 200, response.text
+    return {key["name"]: key for key in response.json()}
+
+
+def assert_one_line_error(run: Run, *tokens: str) -> str:
+    """Exit 1, nothing on stdout, one `keysync: error:` line on stderr that leaks no token."""
+    assert run.code == 1, run
+    assert run.stdout == "", run
+    lines = [line for line in run.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1, run
+    line = lines[0]
+    assert line.startswith("keysync: error: "), run
+    assert "Traceback" not in run.stderr
+    assert "internal error" not in run.stderr
+    for token in (OWNER_TOKEN, *tokens):
+        assert token not in run.stderr
+    return line
+
+
+def closed_port_url() -> str:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def member_server() -> Iterator[DevServer]:
+    config = DevServerConfig(port=0, token=OWNER_TOKEN, member_token=MEMBER_TOKEN)
+    with DevServer(config) as server:
+        yield server
+
+
+# The manifest
+
+
+def test_validation_errors_name_file_line_and_field_all_at_once_before_any_network_call(
+    cli: Cli, dev_server: DevServer
+) -> None:
+    cli.write_manifest(
+        "version: 1\n"  # 1
+        "coderd:\n"  # 2
+        "  api: auto\n"  # 3
+        "  tokn: abc\n"  # 4: unknown field
+        "policy:\n"  # 5
+        "  max_deletes: many\n"  # 6: wrong type
+        "keys:\n"  # 7
+        "  - good-key\n"  # 8
+        "  - Bad_Name\n"  # 9: invalid name
+        "  - good-key\n",  # 10: duplicate
+        name="gitops.yaml",
+    )
+    cli.env["CODER_URL"] = closed_port_url()
+
+    for command in ("validate", "plan", "apply"):
+        run = cli(command, "-f", "gitops.yaml", "--auto-approve" if command == "apply" else "-v")
+
+        assert run.code == 1, run
+        assert run.stdout == ""
+        assert "Traceback" not in run.stderr
+        assert "cannot reach" not in run.stderr, "the manifest is checked before any network call"
+        stderr = run.stderr
+        assert re.search(r"gitops\.yaml:4: coderd\.tokn: .*unknown field", stderr), stderr
+        assert re.search(r"gitops\.yaml:6: policy\.max_deletes: .*'many'", stderr), stderr
+        assert re.search(r"gitops\.yaml:9: keys\[1\]\S*: .*'Bad_Name'", stderr), stderr
+        assert re.search(r"gitops\.yaml:10: keys\[2\]\S*: .*duplicate", stderr), stderr
+    assert live_keys(dev_server) == {}
+
+
+def test_a_duplicate_name_alone_names_its_line(cli: Cli) -> None:
+    cli.write_manifest("version: 1\nkeys:\n  - alpha\n  - beta\n  - alpha\n")
+
+    run = cli("validate")
+
+    line = assert_one_line_error(run)
+    assert re.search(r"keysync\.yaml:5: keys\[2\]\S*: .*duplicate", line), line
+
+
+def test_a_missing_manifest_is_named(cli: Cli) -> None:
+    run = cli("plan", "-f", "nowhere.yaml")
+
+    line = assert_one_line_error(run)
+    assert "nowhere.yaml" in line
+
+
+def test_a_manifest_key_matching_ignore_is_a_validation_error(cli: Cli) -> None:
+    cli.write_manifest("version: 1\npolicy:\n  ignore: ['legacy-*']\nkeys:\n  - legacy-one\n")
+
+    run = cli("validate")
+
+    line = assert_one_line_error(run)
+    assert line.startswith("keysync: error: keysync.yaml:5: keys[0]"), line
+    assert "ignore" in line
+
+
+# Talking to Coder
+
+
+def test_a_bad_token_is_one_line_without_a_traceback(cli: Cli, dev_server: DevServer) -> None:
+    cli.write_manifest(MANIFEST)
+    cli.env["CODER_SESSION_TOKEN"] = BAD_TOKEN
+
+    for args in (("plan",), ("apply", "--auto-approve"), ("status",), ("export",)):
+        run = cli(*args)
+
+        line = assert_one_line_error(run, BAD_TOKEN)
+        assert "401" in line
+        assert "signed out" in line
+        assert "API key is invalid." in line, "coderd's detail is shown"
+        assert "CODER_SESSION_TOKEN" in line, "the user is told what to check"
+    assert live_keys(dev_server) == {}
+    assert not (cli.cwd / SINK).exists()
+
+
+def test_no_token_at_all_is_explained(cli: Cli, dev_server: DevServer) -> None:
+    cli.write_manifest(MANIFEST)
+    del cli.env["CODER_SESSION_TOKEN"]
+
+    run = cli("apply", "--auto-approve")
+
+    line = assert_one_line_error(run)
+    assert "CODER_SESSION_TOKEN" in line
+    assert "--token-file" in line
+    assert live_keys(dev_server) == {}
+
+
+def test_a_token_file_replaces_the_environment(cli: Cli, dev_server: DevServer) -> None:
+    cli.write_manifest(MANIFEST)
+    del cli.env["CODER_SESSION_TOKEN"]
+    (cli.cwd / "token").write_text(OWNER_TOKEN + "\n")
+    (cli.cwd / "empty").write_text("")
+
+    run = cli("apply", "--auto-approve", "--token-file", "token")
+    empty = cli("plan", "--token-file", "empty")
+
+    assert run.code == 0, run
+    assert set(live_keys(dev_server)) == {"alpha", "beta"}
+    line = assert_one_line_error(empty)
+    assert "empty" in line
+
+
+def test_an_unreachable_server_is_one_line(cli: Cli) -> None:
+    url = closed_port_url()
+    cli.write_manifest(MANIFEST)
+    cli.env["CODER_URL"] = url
+
+    run = cli("plan")
+
+    line = assert_one_line_error(run)
+    assert url in line
+    assert "reach" in line
+
+
+def test_plain_http_to_a_remote_host_is_refused(cli: Cli) -> None:
+    cli.write_manifest(MANIFEST)
+
+    run = cli("plan", "--url", "http://coder.example.com")
+
+    line = assert_one_line_error(run)
+    assert "https://" in line
+
+
+@pytest.mark.parametrize("generation", ["coderd-keys", "ai-gateway-keys"])
+def test_a_disabled_feature_is_reported(cli: Cli, generation: str) -> None:
+    config = DevServerConfig(port=0, token=OWNER_TOKEN, api=generation, feature_disabled=True)
+    cli.write_manifest(MANIFEST)
+    with DevServer(config) as server:
+        cli.env["CODER_URL"] = server.url
+
+        runs = [cli("plan", "--api", generation), cli("apply", "--auto-approve")]
+
+    for run in runs:
+        line = assert_one_line_error(run)
+        assert "403" in line
+        assert "Premium feature" in line
+    assert not (cli.cwd / SINK).exists()
+
+
+def test_a_non_owner_token_is_forbidden(cli: Cli, member_server: DevServer) -> None:
+    cli.write_manifest(MANIFEST)
+    cli.env["CODER_URL"] = member_server.url
+    cli.env["CODER_SESSION_TOKEN"] = MEMBER_TOKEN
+
+    for args in (("plan",), ("apply", "--auto-approve"), ("status",)):
+        run = cli(*args)
+
+        line = assert_one_line_error(run, MEMBER_TOKEN)
+        assert "403" in line
+        assert "Forbidden." in line
+        assert "owner" in line, "the user is told which token keysync needs"
+    assert live_keys(member_server) == {}
+
+
+def test_a_server_without_any_keys_api_is_reported(cli: Cli, dev_server: DevServer) -> None:
+    # The serve endpoint's parent is no keys API: every generation answers 404 there.
+    cli.write_manifest(MANIFEST)
+
+    run = cli("plan", "--url", dev_server.url + "/nothing-here")
+
+    line = assert_one_line_error(run)
+    assert "404" in line
+    assert live_keys(dev_server) == {}
+
+
+# Saved plans that are not plans
+
+
+def test_a_plan_file_that_is_missing_or_not_a_plan_is_refused(cli: Cli, dev_server: DevServer) -> None:
+    cli.write_manifest(MANIFEST)
+    (cli.cwd / "notes.json").write_text('{"hello": "world"}\n')
+    (cli.cwd / "garbage.json").write_text("not json at all\n")
+
+    for name in ("missing.json", "notes.json", "garbage.json"):
+        run = cli("apply", name)
+
+        line = assert_one_line_error(run)
+        assert name in line
+    assert live_keys(dev_server) == {}
+
+
+# The sink
+
+
+def test_an_unwritable_sink_stops_apply_before_the_first_create(cli: Cli, dev_server: DevServer) -> None:
+    (cli.cwd / "not-a-directory").write_text("a file where the sink's directory should be\n")
+    cli.write_manifest("version: 1\nsink:\n  path: not-a-directory/keys.json\nkeys: [alpha, beta]\n")
+
+    run = cli("apply", "--auto-approve")
+
+    line = assert_one_line_error(run)
+    assert "not-a-directory" in line
+    assert live_keys(dev_server) == {}, "no key is created whose secret could not be stored"
+
+
+def test_a_corrupt_sink_file_is_reported_not_overwritten(cli: Cli, dev_server: DevServer) -> None:
+    (cli.cwd / "secrets").mkdir()
+    (cli.cwd / SINK).write_text("this is not json\n")
+    cli.write_manifest(MANIFEST)
+
+    for args in (("plan",), ("apply", "--auto-approve")):
+        run = cli(*args)
+
+        line = assert_one_line_error(run)
+        assert str(SINK) in line
+    assert (cli.cwd / SINK).read_text() == "this is not json\n"
+    assert live_keys(dev_server) == {}
