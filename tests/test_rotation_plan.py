@@ -677,20 +677,15 @@ def test_overlap_plans_never_lose_the_held_secret_nor_stack_generations(
     assert all(a.name == "gw" for a in plan.actions)
     # The generation whose secret the sink holds is never destroyed.
     assert held is None or all(a.live != held for a in retired)
-    # When the sink holds no generation and the key rotates at once, a generation no replica ever
-    # used is one nobody holds: it is retired as orphaned.
-    lost = held is None and bool(rotates)
-    unused = {k.name for k in keys if k.last_seen is None}
-    used = [k for k in keys if k.last_seen is not None]
     # Every live generation but the current one is either retired or waiting, never both.
-    current = held or (used[-1] if lost and used else None if lost else newest)
+    current = held or newest
     destroyed = [a.live.name for a in retired if a.live is not None]
     held_back = [w.key.name for w in plan.waiting]
     assert sorted(destroyed + held_back) == sorted(k.name for k in keys if k != current)
-    # Orphans are exactly the generations newer than the held one, or the unused ones when lost.
+    # Orphans are exactly the generations newer than the held one.
     orphans = {a.live.name for a in retired if a.reason == "orphaned" and a.live is not None}
     newer = {k.name for k in keys if held is not None and k.created_at > held.created_at}
-    assert orphans == (unused if lost else newer)
+    assert orphans == newer
     # A superseded generation goes only with --force or once both grace bounds have passed.
     for action in retired:
         if action.reason == "superseded" and not request.force:
@@ -704,17 +699,8 @@ def test_overlap_plans_never_lose_the_held_secret_nor_stack_generations(
     assert len(rotates) <= 1
     for action in rotates:
         assert action.live_name == generation_name("gw", (generation_of(newest.name) or ("gw", 1))[1] + 1)
-        assert not orphans or lost
-        if action.reason in ("rotation-due", "requested") and not lost:
+        assert not orphans
+        if action.reason in ("rotation-due", "requested"):
             assert len(keys) == 1
         else:
             assert held is None
-
-
-def test_a_generation_nobody_ever_held_is_retired_when_the_sink_lost_everything() -> None:
-    # Two crashes in a row between create and delivery: gw-r2 was never delivered nor used.
-    gw = gen("gw", age=timedelta(days=2), used=SECOND)
-    r2 = gen("gw-r2", age=MINUTE)
-    plan = plan_for(manifest(["gw"]), [gw, r2], sink())
-    assert acts(plan) == {("rotate", "gw", "secret-missing", "gw-r3"), ("retire", "gw", "orphaned", "gw-r2")}
-    assert plan.waiting == []  # gw becomes previous once gw-r3 exists

@@ -159,27 +159,10 @@ class _Builder:
             self._retire_orphans(spec, [g for g in generations if g.number > held.number])
             self._retire_previous(spec, [g for g in generations if g.number <= held.number])
             return
-        if self._rotation(spec) == "overlap" and held is None and self._lost_secret(spec, generations):
-            return
         self._retire_previous(spec, generations)
         reason = self._reason(spec, newest, held)
         if reason is not None:
             self._change(spec, generations, reason)
-
-    def _lost_secret(self, spec: KeySpec, generations: list[Generation]) -> bool:
-        """The sink holds no generation's secret: rotate at once. A generation that no replica
-        ever used is one nobody holds (a crash before delivery): retire it now."""
-        reason: Reason = "secret-stale" if self.sink.entries.get(spec.name) else "secret-missing"
-        if spec.name in self.request.replace:
-            reason = "requested"
-        elif not self._admit_missing(spec.name, reason):
-            return False
-        used = [g for g in generations if g.key.last_seen is not None]
-        self._retire_orphans(spec, [g for g in generations if g.key.last_seen is None])
-        self._retire_previous(spec, used)
-        next_name = generation_name(spec.name, generations[-1].number + 1)
-        self.actions.append(Action("rotate", spec.name, reason, None, next_name))
-        return True
 
     def _protected(self, spec: KeySpec, generations: list[Generation]) -> None:
         held = self._held(spec.name, generations)
@@ -357,5 +340,5 @@ def _guard_violations(
 def _never_held(action: Action) -> bool:
     """A key no replica ever used and whose secret the sink lacks (a crash before delivery):
     destroying it cuts nobody off, so max_deletes does not count it."""
-    lost = action.reason in ("secret-missing", "secret-stale", "orphaned")
+    lost = action.action == "replace" and action.reason in ("secret-missing", "secret-stale")
     return lost and action.live is not None and action.live.last_seen is None
