@@ -12,7 +12,6 @@ import json
 import os
 import pty
 import re
-import ssl
 import stat
 import subprocess
 from datetime import datetime
@@ -25,6 +24,7 @@ import yaml
 
 from keysync.devserver import DevServer, DevServerConfig
 
+from coderlive import TLS, create_out_of_band, gateway_status, live_keys
 from conftest import CAPTURED, KEYSYNC, OWNER_TOKEN, Cli, Run
 
 COLLECTIONS = {
@@ -32,44 +32,12 @@ COLLECTIONS = {
     "aibridge-keys": "/api/v2/aibridge/keys",
     "ai-gateway-keys": "/api/v2/ai-gateway/keys",
 }
-SERVE = "/api/v2/ai-gateway/serve"
-GATEWAY_HEADER = "X-Coder-AI-Governance-Gateway-Key"
 SINK = Path("secrets/ai-gateway-keys.json")
-TLS = ssl.create_default_context()
 SHA256_HEX = re.compile(r"^[0-9a-f]{64}$")
 SECRET_SHAPE = re.compile(r"^[0-9A-Za-z]{43}$")
 
 
 # Helpers: the dev server seen from outside, and the sink as files on disk.
-
-
-def live_keys(server: DevServer) -> dict[str, dict[str, Any]]:
-    """What Coder lists, by name."""
-    response = httpx.get(
-        server.url + COLLECTIONS[server.config.api],
-        headers={"Coder-Session-Token": server.token},
-        verify=TLS,
-    )
-    assert response.status_code == 200, response.text
-    return {key["name"]: key for key in response.json()}
-
-
-def create_out_of_band(server: DevServer, name: str) -> dict[str, Any]:
-    response = httpx.post(
-        server.url + COLLECTIONS[server.config.api],
-        headers={"Coder-Session-Token": server.token},
-        json={"name": name},
-        verify=TLS,
-    )
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def gateway_status(server: DevServer, secret: str) -> int:
-    """What a gateway replica presenting this secret gets; a 200 marks the key as used."""
-    response = httpx.get(server.url + SERVE, headers={GATEWAY_HEADER: secret}, verify=TLS)
-    return response.status_code
 
 
 def sink_document(cli: Cli, path: Path = SINK) -> dict[str, Any]:

@@ -6,16 +6,14 @@ from __future__ import annotations
 
 import re
 import socket
-import ssl
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
-import httpx
 import pytest
 
 from keysync.devserver import DevServer, DevServerConfig
 
+from coderlive import live_keys
 from conftest import OWNER_TOKEN, Cli, Run
 
 COLLECTIONS = {
@@ -26,18 +24,7 @@ COLLECTIONS = {
 MEMBER_TOKEN = "memberTokn-0123456789abcdefABCDEF"
 BAD_TOKEN = "unknownTkn-0123456789abcdefABCDEF"
 SINK = Path("secrets/ai-gateway-keys.json")
-TLS = ssl.create_default_context()
 MANIFEST = "version: 1\nkeys: [alpha, beta]\n"
-
-
-def live_keys(server: DevServer) -> dict[str, dict[str, Any]]:
-    response = httpx.get(
-        server.url + COLLECTIONS[server.config.api],
-        headers={"Coder-Session-Token": OWNER_TOKEN},
-        verify=TLS,
-    )
-    assert response.status_code == 200, response.text
-    return {key["name"]: key for key in response.json()}
 
 
 def assert_one_line_error(run: Run, *tokens: str) -> str:

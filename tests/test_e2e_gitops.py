@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import ssl
 import subprocess
 import time
 from pathlib import Path
@@ -20,6 +19,7 @@ import pytest
 
 from keysync.devserver import DevServer, DevServerConfig
 
+from coderlive import GATEWAY_HEADER, SERVE, TLS, create_out_of_band, live_keys
 from conftest import OWNER_TOKEN, Cli
 
 COLLECTIONS = {
@@ -27,36 +27,11 @@ COLLECTIONS = {
     "aibridge-keys": "/api/v2/aibridge/keys",
     "ai-gateway-keys": "/api/v2/ai-gateway/keys",
 }
-SERVE = "/api/v2/ai-gateway/serve"
-GATEWAY_HEADER = "X-Coder-AI-Governance-Gateway-Key"
 SINK = Path("secrets/ai-gateway-keys.json")
-TLS = ssl.create_default_context()
-
-
-def live_keys(server: DevServer) -> dict[str, dict[str, Any]]:
-    response = httpx.get(
-        server.url + COLLECTIONS[server.config.api],
-        headers={"Coder-Session-Token": server.token},
-        verify=TLS,
-    )
-    assert response.status_code == 200, response.text
-    return {key["name"]: key for key in response.json()}
 
 
 def ids(server: DevServer) -> dict[str, str]:
     return {name: key["id"] for name, key in live_keys(server).items()}
-
-
-def create_out_of_band(server: DevServer, name: str) -> dict[str, Any]:
-    response = httpx.post(
-        server.url + COLLECTIONS[server.config.api],
-        headers={"Coder-Session-Token": server.token},
-        json={"name": name},
-        verify=TLS,
-    )
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def use(server: DevServer, secret: str) -> None:

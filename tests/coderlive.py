@@ -1,0 +1,43 @@
+"""Looking at the dev server the way an operator would: its key list, and a replica's view."""
+
+from __future__ import annotations
+
+import ssl
+from typing import Any
+
+import httpx
+
+from keysync.client import COLLECTIONS
+from keysync.devserver import DevServer
+
+SERVE = "/api/v2/ai-gateway/serve"
+GATEWAY_HEADER = "X-Coder-AI-Governance-Gateway-Key"
+TLS = ssl.create_default_context()
+
+
+def live_keys(server: DevServer) -> dict[str, dict[str, Any]]:
+    response = httpx.get(
+        server.url + COLLECTIONS[server.config.api],
+        headers={"Coder-Session-Token": server.token},
+        verify=TLS,
+    )
+    assert response.status_code == 200, response.text
+    return {key["name"]: key for key in response.json()}
+
+
+def create_out_of_band(server: DevServer, name: str) -> dict[str, Any]:
+    response = httpx.post(
+        server.url + COLLECTIONS[server.config.api],
+        headers={"Coder-Session-Token": server.token},
+        json={"name": name},
+        verify=TLS,
+    )
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def gateway_status(server: DevServer, secret: str) -> int:
+    """What a gateway replica presenting this secret gets; a 200 marks the key as used."""
+    response = httpx.get(server.url + SERVE, headers={GATEWAY_HEADER: secret}, verify=TLS)
+    return response.status_code
