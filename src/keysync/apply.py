@@ -5,9 +5,10 @@ The Coder API and the sink come in as small protocols, so this module does no I/
 
 from __future__ import annotations
 
+import queue
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -89,28 +90,33 @@ class Applier:
         self._sink = sink
         self._url = coderd_url
         self._parallelism = max(1, parallelism)
-        # `parallelism` bounds the requests to Coder; twice as many actions may be in flight, so
-        # that those waiting for their secret's fsync do not hold a request slot.
+        # `parallelism` bounds the requests to Coder; a few more actions may be in flight, so that
+        # those waiting for their secret's fsync do not hold a request slot. Not many more: every
+        # extra thread contends for the interpreter.
         self._slots = threading.BoundedSemaphore(self._parallelism)
+        self._in_flight_limit = self._parallelism + max(4, self._parallelism // 4)
         self._stop = stop or threading.Event()
         self._on_outcome = on_outcome
 
     def apply(self, plan: Plan) -> ApplyReport:
         report = ApplyReport()
         pending = iter(plan.actions)
-        with ThreadPoolExecutor(2 * self._parallelism, thread_name_prefix="keysync-apply") as pool:
-            running: set[Future[Outcome | Action]] = set()
-            self._fill(pool, running, pending)
-            while running:
-                done, running = wait(running, timeout=0.2, return_when=FIRST_COMPLETED)
-                for future in done:
-                    outcome = future.result()
-                    if isinstance(outcome, Action):
-                        report.not_started.append(outcome)
-                        continue
+        finished: queue.SimpleQueue[Outcome | Action] = queue.SimpleQueue()
+        in_flight = 0
+        with ThreadPoolExecutor(self._in_flight_limit, thread_name_prefix="keysync-apply") as pool:
+            in_flight += self._fill(pool, finished, pending, in_flight)
+            while in_flight:
+                try:
+                    outcome = finished.get(timeout=0.2)  # wakes up to notice an interrupt
+                except queue.Empty:
+                    continue
+                in_flight -= 1
+                if isinstance(outcome, Action):
+                    report.not_started.append(outcome)
+                else:
                     report.outcomes.append(outcome)
                     self._on_outcome(outcome)
-                self._fill(pool, running, pending)
+                in_flight += self._fill(pool, finished, pending, in_flight)
         report.not_started += list(pending)
         report.interrupted = self._stop.is_set()
         if not report.interrupted:
@@ -118,13 +124,21 @@ class Applier:
         return report
 
     def _fill(
-        self, pool: ThreadPoolExecutor, running: set[Future[Outcome | Action]], pending: Iterator[Action]
-    ) -> None:
-        while len(running) < 2 * self._parallelism and not self._stop.is_set():
+        self,
+        pool: ThreadPoolExecutor,
+        finished: queue.SimpleQueue[Outcome | Action],
+        pending: Iterator[Action],
+        in_flight: int,
+    ) -> int:
+        """Starts actions up to the in-flight limit; returns how many it started."""
+        started = 0
+        while in_flight + started < self._in_flight_limit and not self._stop.is_set():
             action = next(pending, None)
             if action is None:
-                return
-            running.add(pool.submit(self._run, action))
+                break
+            pool.submit(lambda a: finished.put(self._run(a)), action)
+            started += 1
+        return started
 
     def _run(self, action: Action) -> Outcome | Action:
         """The outcome of an action, or the action itself when an interrupt came first."""

@@ -125,57 +125,68 @@ def _held_message(path: Path, timeout: float | None) -> str:
     )
 
 
+class _Batch:
+    """The updates one flush makes durable; each waiter wakes once, when its batch is done."""
+
+    def __init__(self) -> None:
+        self.members = 0
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+
 class GroupCommit:
     """Makes concurrent updates durable together: one flush covers every update made before it.
 
-    `commit(update)` applies `update` under the lock, then returns once a flush that started
-    after it has succeeded, so N threads finishing together pay for about one fsync, not N.
+    `commit(update)` applies `update` under the lock and returns once a flush that started after
+    it has succeeded. A flusher thread writes one batch at a time, so N threads finishing together
+    pay for about one fsync, not N, and each of them wakes exactly once.
     """
 
-    def __init__(self, snapshot: Callable[[], bytes], flush: Callable[[bytes], None]) -> None:
+    def __init__(
+        self, snapshot: Callable[[], bytes], flush: Callable[[bytes], None], linger: float = 0.002
+    ) -> None:
         self._snapshot = snapshot
         self._flush = flush
-        self._cond = threading.Condition()
-        self._requested = 0
-        self._done = 0
-        self._failed: tuple[int, BaseException] | None = None
-        self._flushing = False
+        self._linger = linger
+        self._lock = threading.Lock()
+        self._wanted = threading.Condition(self._lock)
+        self._open = _Batch()
+        self._last_size = 0
+        self._flusher: threading.Thread | None = None
 
     def commit(self, update: Callable[[], None]) -> None:
-        with self._cond:
+        with self._lock:
             update()
-            self._requested += 1
-            mine = self._requested
-            while self._done < mine:
-                self._raise_if_failed(mine)
-                if self._flushing:
-                    self._cond.wait()
-                else:
-                    self._flush_as_leader()
+            batch = self._open
+            batch.members += 1
+            if self._flusher is None:
+                self._flusher = threading.Thread(target=self._run, name="keysync-sink-flush", daemon=True)
+                self._flusher.start()
+            self._wanted.notify()
+        batch.done.wait()
+        if batch.error is not None:
+            error = batch.error
+            raise SinkError(str(error) if isinstance(error, SinkError) else f"sink write failed: {error}")
 
-    def _flush_as_leader(self) -> None:
-        self._flushing = True
-        target = self._requested
-        error: BaseException | None = None
-        try:
-            data = self._snapshot()
-            self._cond.release()
-            try:
-                self._flush(data)
-            finally:
-                self._cond.acquire()
-        except BaseException as exc:
-            error = exc
-        self._flushing = False
-        if error is None:
-            self._done = target
-        else:
-            self._failed = (target, error)
-        self._cond.notify_all()
-
-    def _raise_if_failed(self, mine: int) -> None:
-        if self._failed is not None and mine <= self._failed[0] and self._done < mine:
-            error = self._failed[1]
-            if isinstance(error, SinkError):
-                raise SinkError(str(error))
-            raise SinkError(f"sink write failed: {error}")
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                while not self._open.members:
+                    self._wanted.wait()
+            # When updates come together, a moment's wait lets more of them share this flush: the
+            # document is rewritten whole, so fewer, larger batches keep a big apply linear.
+            if self._last_size > 1:
+                time.sleep(self._linger)
+            with self._lock:
+                batch, self._open = self._open, _Batch()
+                self._last_size = batch.members
+                try:
+                    data = self._snapshot()
+                except BaseException as exc:
+                    batch.error = exc
+            if batch.error is None:
+                try:
+                    self._flush(data)
+                except BaseException as exc:
+                    batch.error = exc
+            batch.done.set()

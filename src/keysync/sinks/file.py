@@ -111,7 +111,7 @@ class FileSink:
 
     def _put(self, records: dict[str, SecretRecord], record: SecretRecord) -> None:
         records[record.name] = record
-        self._encoded[record.name] = json.dumps(record.document())
+        self._encoded[record.name] = _line(record)
 
     def _drop(self, records: dict[str, SecretRecord], name: str) -> None:
         records.pop(name, None)
@@ -123,7 +123,7 @@ class FileSink:
             return _render_env(self._url, records, self._config.prefix).encode()
         for name, record in (self._records or {}).items():
             if name not in self._encoded:
-                self._encoded[name] = json.dumps(record.document())
+                self._encoded[name] = _line(record)
         return _render_json(self._url, self._encoded).encode()
 
     def _write(self, data: bytes) -> None:
@@ -137,9 +137,13 @@ def drop(records: dict[str, Any], name: str) -> None:
     records.pop(name, None)
 
 
-def _render_json(url: str, encoded: dict[str, str]) -> str:
+def _line(record: SecretRecord) -> str:
+    return f"    {json.dumps(record.name)}: {json.dumps(record.document())}"
+
+
+def _render_json(url: str, lines_by_name: dict[str, str]) -> str:
     """The document, one record a line: re-encoding only what changed keeps big flushes cheap."""
-    lines = ",\n".join(f"    {json.dumps(name)}: {encoded[name]}" for name in sorted(encoded))
+    lines = ",\n".join([lines_by_name[name] for name in sorted(lines_by_name)])
     keys = f"{{\n{lines}\n  }}" if lines else "{}"
     return f'{{\n  "version": 1,\n  "coderd_url": {json.dumps(url)},\n  "keys": {keys}\n}}\n'
 
