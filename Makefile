@@ -27,7 +27,7 @@ schema: $(BIN)/.installed
 	$(BIN)/keysync schema > schemas/keysync.schema.json
 
 demo: $(BIN)/.installed
-	KEYSYNC=$(BIN)/keysync bash examples/demo/run.sh
+	KEYSYNC=$(abspath $(BIN))/keysync bash examples/demo/run.sh
 
 bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/run.py
