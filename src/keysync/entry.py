@@ -14,7 +14,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         sys.stdout.write(f"keysync, version {__version__}\n")
         return 0
-    if args in (["--help"], ["-h"]):
+    if args in ([], ["--help"], ["-h"]):
         from keysync.roothelp import ROOT_HELP
 
         sys.stdout.write(ROOT_HELP)
