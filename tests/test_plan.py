@@ -13,7 +13,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keysync.errors import UnsafePlanError
+from keysync.errors import UnsafePlanError, UsageError
 from keysync.keys import LiveKey, SinkView, StoredEntry
 from keysync.manifest import Manifest
 from keysync.plan import Action, Plan, PlanRequest, build_plan
@@ -327,11 +327,17 @@ def test_target_limits_stale_sink_records() -> None:
     assert plan_for(manifest(["alpha"]), [key], sink, targets=["gone"]).stale_records == ["gone"]
 
 
-def test_replace_outside_the_targets_does_nothing() -> None:
-    plan = plan_for(
-        manifest(["alpha", "beta"]), [live("alpha"), live("beta")], targets=["beta"], replace=["alpha"]
-    )
+def test_replace_outside_the_targets_is_refused_not_silently_dropped() -> None:
+    with pytest.raises(UsageError, match="--replace alpha"):
+        plan_for(
+            manifest(["alpha", "beta"]), [live("alpha"), live("beta")], targets=["beta"], replace=["alpha"]
+        )
+
+
+def test_a_target_that_matches_nothing_is_a_warning() -> None:
+    plan = plan_for(manifest(["alpha"]), [live("alpha")], targets=["alpah"])
     assert plan.actions == []
+    assert any("--target alpah matches no key" in warning for warning in plan.warnings)
 
 
 # --- guards ------------------------------------------------------------------------------------
@@ -363,13 +369,17 @@ def test_max_deletes_zero_refuses_a_single_replace() -> None:
     assert plan.needs_force
 
 
-def test_max_deletes_does_not_count_keys_nobody_ever_held() -> None:
-    # A crash before delivery leaves keys never used whose secret nobody has: replacing them
-    # cuts nobody off, so the next apply restores them without --force.
+def test_max_deletes_counts_every_replace_even_of_keys_never_used() -> None:
     keys = [live(name) for name in ("alpha", "beta", "gamma")]
     plan = plan_for(manifest(["alpha", "beta", "gamma"], max_deletes=1), keys, SinkView({}))
     assert plan.summary()["replace"] == 3
-    assert not plan.needs_force
+    assert plan.needs_force
+
+
+def test_an_empty_manifest_with_prune_needs_force_even_when_a_protected_key_stays() -> None:
+    plan = plan_for(manifest([], protect=["keep"]), [live("gone"), live("keep")])
+    assert [(a.action, a.name) for a in plan.actions] == [("delete", "gone")]
+    assert any("lists no keys" in reason for reason in plan.needs_force)
 
 
 def test_deleting_every_managed_key_needs_force() -> None:

@@ -11,7 +11,7 @@ _lock = threading.Lock()
 
 
 def color_enabled(stream: TextIO, no_color: bool) -> bool:
-    return not no_color and "NO_COLOR" not in os.environ and stream.isatty()
+    return not no_color and not os.environ.get("NO_COLOR") and stream.isatty()
 
 
 def out(text: str) -> None:

@@ -3,12 +3,17 @@ pipeline's first call to keysync costs little more than starting Python."""
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
+    if "_KEYSYNC_COMPLETE" in os.environ:  # shell completion is click's
+        from keysync.cli import main as completing
+
+        return completing(args)
     if args == ["--version"]:
         from keysync import __version__
 

@@ -16,15 +16,20 @@ def unignored_advice(path: Path, is_directory: bool) -> str | None:
         return None
     top = Path(root[1].strip())
     relative = path.resolve().relative_to(top)
-    probe = relative / ".keysync.json" if is_directory else relative
-    ignored = _git(top, "check-ignore", "-q", "--no-index", str(probe))
-    if ignored is not None and ignored[0] == 0:
+    content = relative / ".keysync.json" if is_directory else relative
+    lock = relative.with_name(relative.name + ".lock")
+    if all(_ignored(top, probe) for probe in (content, lock)):
         return None
-    line = f"/{relative.as_posix()}{'/' if is_directory else ''}"
+    line = f"/{relative.as_posix()}*"  # the sink and the lock beside it
     return (
         f"sink path {path} lies in the git work tree {top} and git does not ignore it: "
         f"add the line `{line}` to {top / '.gitignore'} (or pass --force)"
     )
+
+
+def _ignored(top: Path, probe: Path) -> bool:
+    answer = _git(top, "check-ignore", "-q", "--no-index", str(probe))
+    return answer is not None and answer[0] == 0
 
 
 def _existing_ancestor(path: Path) -> Path:

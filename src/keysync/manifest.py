@@ -37,7 +37,7 @@ class _Strict(BaseModel):
 
 class CoderdSettings(_Strict):
     url: str | None = Field(None, description="Coder's URL; --url and CODER_URL override it.")
-    api: Literal["auto"] | ApiGeneration = "auto"
+    api: Literal["auto", "coderd-keys", "aibridge-keys", "ai-gateway-keys"] = "auto"
 
 
 class SinkSettings(BaseModel):

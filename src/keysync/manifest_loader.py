@@ -34,7 +34,7 @@ class LoadedManifest:
 
     @property
     def directory(self) -> Path:
-        return self.path.parent
+        return self.path.absolute().parent
 
 
 def load_manifest(path: Path) -> LoadedManifest:
@@ -148,18 +148,23 @@ def _raw_spec(item: Any) -> dict[str, Any] | None:
 def _problem(error: Any, prefix: yamlsource.Path = ()) -> Problem:
     loc = prefix + tuple(part for part in error["loc"] if not _is_union_tag(part))
     if error["type"] == "extra_forbidden":
-        hint = ""
-        if str(loc[-1]) in _SECRET_FIELDS or "token" in str(loc[-1]):
-            hint = ": secrets never live in the manifest; use CODER_SESSION_TOKEN or --token-file"
-        return loc, f"unknown field{hint}"
-    message = (
-        _FRIENDLY.get(str(loc[-1]), error["msg"])
-        if error["type"] == "string_pattern_mismatch"
-        else (error["msg"])
-    )
+        return loc, f"unknown field{_secret_hint(loc)}"
+    message = error["msg"]
+    if error["type"] == "string_pattern_mismatch":
+        message = _FRIENDLY.get(str(loc[-1]), message)
+    elif error["type"] in ("model_type", "model_attributes_type", "dict_type") and loc[:1] == ("keys",):
+        message = "a key is a name, or a mapping with `name` (and optional rotate_after, rotation)"
     if error["type"] != "missing":
         message += f" (got {_quote(error.get('input'))})"
     return loc, message
+
+
+def _secret_hint(loc: yamlsource.Path) -> str:
+    if str(loc[-1]) not in _SECRET_FIELDS and "token" not in str(loc[-1]):
+        return ""
+    if loc[:1] == ("sink",):
+        return ": secrets never live in the manifest; use VAULT_TOKEN or auth.token_file"
+    return ": secrets never live in the manifest; use CODER_SESSION_TOKEN or --token-file"
 
 
 def _is_union_tag(part: Any) -> bool:

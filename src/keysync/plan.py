@@ -11,7 +11,7 @@ from datetime import datetime
 from itertools import pairwise
 from typing import Literal
 
-from keysync.errors import UnsafePlanError
+from keysync.errors import UnsafePlanError, UsageError
 from keysync.generations import Generation, generation_name, group_generations, logical_name
 from keysync.keys import LiveKey, SinkView
 from keysync.manifest import KeySpec, Manifest
@@ -256,6 +256,7 @@ def build_plan(
             builder.key(spec, groups[spec.name])
     builder.actions.extend(_extra_actions(manifest, extra, request, builder.warnings))
     warnings = builder.warnings
+    warnings.extend(_unknown_targets(manifest, live, request))
     if not sink.readable:
         warnings.append("the sink cannot be read back: plan assumes it holds every secret")
     stale = _stale_records(sink, {key.name for key in live}, groups, builder.actions, coderd_url, request)
@@ -268,8 +269,16 @@ def build_plan(
     return Plan(actions, warnings, list(guards), stale, builder.failures, guards, builder.waiting)
 
 
+def _unknown_targets(manifest: Manifest, live: list[LiveKey], request: PlanRequest) -> list[str]:
+    known = set(manifest.names()) | {key.name for key in live} | {logical_name(key.name) for key in live}
+    unknown = sorted(request.targets - known)
+    return [f"--target {name} matches no key in the manifest or in Coder" for name in unknown]
+
+
 def _check_request(manifest: Manifest, request: PlanRequest) -> None:
     for name in sorted(request.replace):
+        if not request.covers(name):
+            raise UsageError(f"--replace {name}: not among the --target keys, so it would be ignored")
         if manifest.policy.protects(name):
             raise UnsafePlanError(f"--replace {name}: the key is protected by policy.protect")
         if name not in manifest.names():
@@ -321,24 +330,18 @@ def _guard_violations(
     violations: dict[str, list[str]] = {}
     destroyed = [a for a in actions if a.destroys]
     limit = manifest.policy.max_deletes
-    counted = [a for a in destroyed if not _never_held(a)]
-    if len(counted) > limit:
-        message = f"{len(counted)} keys would be destroyed, more than max_deletes ({limit})"
-        violations[message] = [a.name for a in counted]
+    if len(destroyed) > limit:
+        message = f"{len(destroyed)} keys would be destroyed, more than max_deletes ({limit})"
+        violations[message] = [a.name for a in destroyed]
     deleted = [a.name for a in actions if a.action == "delete"]
     managed = set(extra) | {name for name, generations in groups.items() if generations}
     if deleted and set(deleted) == managed:
         violations[f"every managed key would be deleted ({len(deleted)})"] = deleted
+    elif deleted and not manifest.keys and manifest.policy.prune:
+        violations[f"the manifest lists no keys and prune would delete {len(deleted)}"] = deleted
     for action in destroyed:
         if action.action == "retire" or action.reason == "requested" or action.live is None:
             continue
         if action.live.in_use(now):
             violations[f"{action.name!r} was used in the last 10 minutes ({action.action})"] = [action.name]
     return violations
-
-
-def _never_held(action: Action) -> bool:
-    """A key no replica ever used and whose secret the sink lacks (a crash before delivery):
-    destroying it cuts nobody off, so max_deletes does not count it."""
-    lost = action.action == "replace" and action.reason in ("secret-missing", "secret-stale")
-    return lost and action.live is not None and action.live.last_seen is None

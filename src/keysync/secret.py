@@ -45,12 +45,36 @@ class Secret:
         raise TypeError("a Secret cannot be pickled")
 
 
+_WINDOW = 12  # one more than a key prefix, which Coder itself shows
+
+
 def mask(text: str, secrets: list[Secret]) -> str:
-    """Replaces every occurrence of the given secrets in text."""
+    """Masks every run of text that is a piece of one of the secrets at least 12 characters long."""
+    covered = [False] * len(text)
     for secret in secrets:
-        if secret:
-            text = text.replace(secret.reveal(), _MASK)
-    return text
+        value = secret.reveal()
+        if not value:
+            continue
+        width = min(_WINDOW, len(value))
+        pieces = {value[i : i + width] for i in range(len(value) - width + 1)}
+        for start in range(len(text) - width + 1):
+            if text[start : start + width] in pieces:
+                covered[start : start + width] = [True] * width
+    return _replace_covered(text, covered)
+
+
+def _replace_covered(text: str, covered: list[bool]) -> str:
+    parts: list[str] = []
+    index = 0
+    while index < len(text):
+        if covered[index]:
+            while index < len(text) and covered[index]:
+                index += 1
+            parts.append(_MASK)
+        else:
+            parts.append(text[index])
+            index += 1
+    return "".join(parts)
 
 
 def looks_secret(text: str) -> bool:

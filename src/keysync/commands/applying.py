@@ -71,6 +71,7 @@ def apply(
     options = make_options(kwargs, bypass_rate_limit=bypass_rate_limit, parallelism=parallelism)
     session = Session(options)
     try:
+        check_git(session, force)  # before the lock, which would sit in the work tree too
         with session.sink.lock(seconds(lock_timeout)):
             approved = auto_approve or saved is not None
             return _apply_locked(session, request, saved, approved, force, audit_log)
@@ -106,7 +107,6 @@ def _apply_locked(
             console.out("No changes. Nothing to apply.")
         return 0
     plan.raise_if_unsafe(force)
-    check_git(session, force)
     if not approved:
         _require_terminal()
         console.err(render_text(plan, snapshot.now, console.color_enabled_err(session.options.no_color)))
@@ -210,15 +210,19 @@ def _confirm() -> None:
 
 def check_git(session: Any, force: bool) -> None:
     from keysync.errors import UnsafePlanError
+
+    problems = git_problems(session)
+    if problems and not force:
+        raise UnsafePlanError(problems[0])
+
+
+def git_problems(session: Any) -> list[str]:
+    """Why writing the sink would put secrets where git would commit them."""
     from keysync.gitcheck import unignored_advice
 
-    if force:
-        return
-    sink_type = session.loaded.manifest.sink.type
-    for path in session.sink.local_paths():
-        advice = unignored_advice(path, is_directory=sink_type == "directory")
-        if advice:
-            raise UnsafePlanError(advice)
+    is_directory = session.loaded.manifest.sink.type == "directory"
+    advice = (unignored_advice(path, is_directory) for path in session.sink.local_paths())
+    return [text for text in advice if text]
 
 
 def _load_saved(planfile: Path, request: Any) -> dict[str, Any]:

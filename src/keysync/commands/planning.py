@@ -69,12 +69,14 @@ def plan(out: str | None, detailed_exitcode: bool, **kwargs: Any) -> int:
       keysync plan --format markdown > plan.md
       keysync plan --out plan.json --detailed-exitcode
     """
+    from keysync.commands.applying import git_problems
     from keysync.session import Session
 
     request = plan_request(kwargs)
     session = Session(make_options(kwargs))
     try:
         snapshot = session.snapshot(request)
+        snapshot.plan.warnings.extend(f"needs --force: {text}" for text in git_problems(session))
     finally:
         session.close()
     console.out(render_plan(snapshot, session, request))

@@ -104,7 +104,7 @@ class ExecSink:
         if os.sep in program:
             path = self._context.resolve(program)
             if path.is_file() and os.access(path, os.X_OK):
-                return str(path)
+                return str(path.absolute())
             raise SinkError(f"exec sink: {program!r} ({path}) is not an executable file")
         found = shutil.which(program, path=self._context.env.get("PATH") or os.environ.get("PATH"))
         if found is None:
