@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import logging
 import signal
 import sys
 from collections.abc import Callable, Sequence
@@ -70,6 +71,8 @@ def make_options(kwargs: dict[str, Any], **extra: Any) -> Any:
 
     names = ("manifest", "url", "token_file", "api", "ca_cert", "timeout", "no_color", "verbose")
     fields = {name: kwargs.pop(name) for name in names}
+    if fields["verbose"]:
+        logging.getLogger("keysync").setLevel(logging.INFO)
     return Options(format=kwargs.pop("output_format"), **fields, **extra)
 
 
@@ -95,9 +98,21 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+def _log_to_stderr() -> None:
+    """Waits and retries, one line each on stderr; -v shows the short ones too."""
+    logger = logging.getLogger("keysync")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("keysync: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM stops keysync like Ctrl-C (exit 130); apply and watch install finer handlers.
     signal.signal(signal.SIGTERM, _interrupt)
+    _log_to_stderr()
     _register()
     try:
         result = cli.main(

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import logging
 import random
 import re
 import ssl
@@ -33,6 +34,7 @@ COLLECTIONS = {
     "coderd-keys": "/api/v2/aibridge/coderd-keys",
 }
 MAX_BODY = 64 << 20
+log = logging.getLogger("keysync")
 _LIVE_LIST = TypeAdapter(list[LiveKey])
 _DEFAULT_BACKOFF = Backoff()
 
@@ -60,6 +62,11 @@ class ClientSettings:
 def check_url(url: str) -> str:
     """Returns the URL without a trailing slash; refuses plain http to anything but loopback."""
     parts = urlsplit(url)
+    if parts.username or parts.password:
+        raise e.UsageError(
+            "the coderd URL carries credentials: remove them, and give the token through "
+            "CODER_SESSION_TOKEN or --token-file"
+        )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise e.UsageError(f"coderd URL {url!r} must look like https://coder.example.com")
     if parts.scheme == "http" and not _is_loopback(parts.hostname):
@@ -212,6 +219,7 @@ class CoderClient:
                     if waited + delay > self._backoff.rate_limit_budget:
                         raise _error(response, body, method, path, self._settings.token)
                     waited += delay
+                    _wait_log(delay, "coderd's rate limit: waiting %.1fs before %s %s", delay, method, path)
                     self._sleep(delay)
                     attempt += 1
                     continue
@@ -223,6 +231,7 @@ class CoderClient:
             attempt += 1
             if attempt >= self._backoff.attempts:
                 raise failure
+            log.info("retrying %s %s (attempt %d): %s", method, path, attempt + 1, failure)
             self._sleep(self._backoff.delay(attempt, self._rng))
 
     def _rate_limit_delay(self, response: httpx.Response, attempt: int) -> float:
@@ -267,6 +276,7 @@ class _Pacer:
             elif self._remaining is not None:
                 self._remaining -= 1
         if wait > 0:
+            _wait_log(wait, "coderd's rate limit is spent: waiting %.1fs for it to reset", wait)
             self._sleep(wait)
 
     def after_response(self, response: httpx.Response) -> None:
@@ -279,6 +289,11 @@ class _Pacer:
                 self._remaining, self._reset = int(remaining), float(reset)
         except ValueError:
             pass
+
+
+def _wait_log(seconds: float, message: str, *args: object) -> None:
+    """Long waits are worth a line by default; short ones only with -v."""
+    log.log(logging.WARNING if seconds >= 2 else logging.INFO, message, *args)
 
 
 def _tls_context(ca_cert: Path | None) -> ssl.SSLContext:

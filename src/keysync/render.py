@@ -16,6 +16,11 @@ def _paint(text: str, code: str, color: bool) -> str:
     return f"\033[{code}m{text}\033[0m" if color else text
 
 
+def _no_changes(plan: Plan) -> str:
+    """The all-clear only when there is nothing to warn about either."""
+    return "No changes." if plan.warnings or plan.waiting else NO_CHANGES
+
+
 def summary_line(plan: Plan) -> str:
     counts = plan.summary()
     line = f"Plan: {counts['create']} to create, {counts['delete']} to delete, {counts['replace']} to replace"
@@ -70,14 +75,14 @@ def render_text(plan: Plan, now: datetime, color: bool = False) -> str:
     if plan.warnings or plan.failures:
         lines.append("")
     if plan.has_changes or not plan.failures:
-        lines.append(summary_line(plan) if plan.has_changes else NO_CHANGES)
+        lines.append(summary_line(plan) if plan.has_changes else _no_changes(plan))
     return "\n".join(lines) + "\n"
 
 
 def render_markdown(plan: Plan, now: datetime, coderd_url: str) -> str:
     lines = [f"### keysync plan for {coderd_url}", ""]
     if plan.has_changes or not plan.failures:
-        lines.append(f"**{summary_line(plan)}**" if plan.has_changes else NO_CHANGES)
+        lines.append(f"**{summary_line(plan)}**" if plan.has_changes else _no_changes(plan))
     if plan.actions:
         lines += [
             "",

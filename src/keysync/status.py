@@ -53,7 +53,7 @@ def key_rows(
     return sorted(rows, key=lambda row: (row["logical_name"], row["created_at"]))
 
 
-def render_rows(rows: list[dict[str, Any]], now: datetime) -> str:
+def render_rows(rows: list[dict[str, Any]], now: datetime, markdown: bool = False) -> str:
     if not rows:
         return "No keys in Coder."
     table = [("NAME", "KEY", "KEY PREFIX", "AGE", "LAST USED", "SINK", "MANIFEST")]
@@ -70,6 +70,9 @@ def render_rows(rows: list[dict[str, Any]], now: datetime) -> str:
                 "listed" if row["in_manifest"] else "not listed",
             )
         )
+    if markdown:
+        lines = ["| " + " | ".join(cells) + " |" for cells in table]
+        return "\n".join([lines[0], "|" + "---|" * len(table[0]), *lines[1:]])
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import sys
 import threading
 import time
@@ -23,12 +24,24 @@ FIRST_RETRY_SECONDS = 5.0
 
 
 class EventLog:
-    """One line per round and per action on stderr, as JSON or as text."""
+    """One line per round and per action on stderr, as JSON or as text; keysync's own log lines
+    (waits, retries) are routed through it too, so stderr stays one format."""
 
     def __init__(self, fmt: str, stream: TextIO | None = None) -> None:
         self._fmt = fmt
         self._stream = stream or sys.stderr
         self._lock = threading.Lock()
+
+    def capture_logging(self) -> None:
+        log = self
+
+        class _Handler(logging.Handler):
+            def emit(self, record: logging.LogRecord) -> None:
+                log.emit("log", level=record.levelname.lower(), message=record.getMessage())
+
+        logger = logging.getLogger("keysync")
+        logger.handlers = [_Handler()]
+        logger.propagate = False
 
     def emit(self, event: str, **fields: Any) -> None:
         now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

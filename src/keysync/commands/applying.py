@@ -71,6 +71,8 @@ def apply(
     options = make_options(kwargs, bypass_rate_limit=bypass_rate_limit, parallelism=parallelism)
     session = Session(options)
     try:
+        if saved is not None:
+            _check_saved_context(saved, session)
         check_git(session, force)  # before the lock, which would sit in the work tree too
         with session.sink.lock(seconds(lock_timeout)):
             approved = auto_approve or saved is not None
@@ -237,6 +239,22 @@ def _load_saved(planfile: Path, request: Any) -> dict[str, Any]:
     if not isinstance(document, dict) or document.get("format_version") != 1:
         raise UsageError(f"{planfile}: not a keysync plan (format_version 1)")
     return document
+
+
+def _check_saved_context(saved: dict[str, Any], session: Any) -> None:
+    """Refuses a plan made for another deployment or API before talking to either."""
+    from keysync.errors import StalePlanError
+
+    if saved.get("coderd_url") != session.coderd_url:
+        raise StalePlanError(
+            f"the saved plan was made for {saved.get('coderd_url')!r}, not {session.coderd_url!r}; "
+            "nothing was changed"
+        )
+    wanted = session.options.api or session.loaded.manifest.coderd.api
+    if wanted != "auto" and saved.get("api") != wanted:
+        raise StalePlanError(
+            f"the saved plan was made for API {saved.get('api')!r}, not {wanted!r}; nothing was changed"
+        )
 
 
 def _saved_request(saved: dict[str, Any]) -> Any:

@@ -31,16 +31,20 @@ def validate(more: tuple[Path, ...], **kwargs: Any) -> int:
 
     options = make_options(kwargs)
     problems: list[str] = []
+    results: list[dict[str, Any]] = []
     for path in more or (options.manifest,):
         try:
             loaded = load_manifest(path)
         except ManifestError as exc:
             problems += exc.problems
+            results.append({"path": str(path), "valid": False, "problems": exc.problems})
             continue
-        count = len(loaded.manifest.keys)
-        console.out(
-            f"{path}: valid ({count} key{'s' if count != 1 else ''}, sink {loaded.manifest.sink.type})"
-        )
+        count, sink = len(loaded.manifest.keys), loaded.manifest.sink.type
+        results.append({"path": str(path), "valid": True, "keys": count, "sink": sink})
+        if options.format != "json":
+            console.out(f"{path}: valid ({count} key{'s' if count != 1 else ''}, sink {sink})")
+    if options.format == "json":
+        console.out(json.dumps({"valid": not problems, "manifests": results}, indent=2))
     if problems:
         raise ManifestError(problems)
     return 0
@@ -83,7 +87,7 @@ def status(**kwargs: Any) -> int:
     if session.options.format == "json":
         console.out(json.dumps({"coderd_url": session.coderd_url, "keys": rows}, indent=2))
     else:
-        console.out(render_rows(rows, datetime.now(UTC)))
+        console.out(render_rows(rows, datetime.now(UTC), markdown=session.options.format == "markdown"))
     return 0
 
 
@@ -111,7 +115,10 @@ def export(**kwargs: Any) -> int:
     names = [key.name for key in keys if not (manifest and manifest.policy.ignores(key.name))]
     document = {"version": 1, "coderd": coderd, "keys": names}
     header = "# yaml-language-server: $schema=schemas/keysync.schema.json\n"
-    console.out(header + yaml.safe_dump(document, sort_keys=False))
+    if session.options.format == "json":
+        console.out(json.dumps(document, indent=2))
+    else:
+        console.out(header + yaml.safe_dump(document, sort_keys=False))
     return 0
 
 

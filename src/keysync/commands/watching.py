@@ -69,6 +69,7 @@ def watch(
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, handler)
     log = EventLog(log_format)
+    log.capture_logging()
     log.emit("start", interval_s=every, apply=do_apply, listen=listen or "")
     watcher = Watcher(lambda: Session(options), settings, log, metrics, stop)
     try:
