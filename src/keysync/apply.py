@@ -136,9 +136,17 @@ class Applier:
             action = next(pending, None)
             if action is None:
                 break
-            pool.submit(lambda a: finished.put(self._run(a)), action)
+            pool.submit(self._task, action, finished)
             started += 1
         return started
+
+    def _task(self, action: Action, finished: queue.SimpleQueue[Outcome | Action]) -> None:
+        """Always reports back, so that a bug in one action fails that action, not the apply."""
+        try:
+            result = self._run(action)
+        except Exception as exc:
+            result = Outcome(action, error=f"internal error (a bug, please report it): {type(exc).__name__}")
+        finished.put(result)
 
     def _run(self, action: Action) -> Outcome | Action:
         """The outcome of an action, or the action itself when an interrupt came first."""

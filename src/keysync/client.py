@@ -25,8 +25,9 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 from keysync import __version__
 from keysync import errors as e
 from keysync.keys import CreatedKey, LiveKey
+from keysync.names import name_problem
 from keysync.retry import UNKNOWN_OUTCOME_STATUS, Backoff, rate_limit_wait
-from keysync.secret import Secret, mask
+from keysync.secret import Secret, mask, redact_secret_like
 
 COLLECTIONS = {
     "ai-gateway-keys": "/api/v2/ai-gateway/keys",
@@ -61,7 +62,14 @@ class ClientSettings:
 
 def check_url(url: str) -> str:
     """Returns the URL without a trailing slash; refuses plain http to anything but loopback."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+        _ = parts.port  # raises on a port that is not a number
+        httpx.URL(url)
+    except (ValueError, httpx.InvalidURL):
+        raise e.UsageError(
+            "the coderd URL is not a valid URL: check --url, CODER_URL or coderd.url"
+        ) from None
     if parts.username or parts.password:
         raise e.UsageError(
             "the coderd URL carries credentials: remove them, and give the token through "
@@ -173,12 +181,12 @@ class CoderClient:
         try:
             created = _CreatedBody.model_validate_json(body)
             _check_key_shape(created)
+            live = LiveKey.model_validate(created.model_dump(exclude={"key"}))
         except (ValidationError, ValueError):
             # The key exists, but its secret is unusable: resolve as an unknown outcome.
             raise e.OutcomeUnknownError(
                 f"create {name!r}: coderd answered 201 with a body keysync cannot read"
             ) from None
-        live = LiveKey.model_validate(created.model_dump(exclude={"key"}))
         return CreatedKey(live=live, secret=Secret(created.key))
 
     def delete_key(self, key_id: str) -> bool:
@@ -202,15 +210,15 @@ class CoderClient:
             try:
                 response, body = self._exchange(method, path, payload)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                failure: Exception = e.TransportError(f"cannot reach {self.url}: {_reason(exc)}")
+                failure: Exception = e.TransportError(f"cannot reach {self.url}: {self._reason(exc)}")
                 if "CERTIFICATE_VERIFY_FAILED" in str(exc):  # retrying cannot fix a certificate
                     raise e.TransportError(
-                        f"{self.url}: TLS certificate not trusted ({_reason(exc)}); pass --ca-cert"
+                        f"{self.url}: TLS certificate not trusted ({self._reason(exc)}); pass --ca-cert"
                     ) from None
-            except httpx.TransportError as exc:
+            except httpx.RequestError as exc:
                 if not idempotent:
-                    raise e.OutcomeUnknownError(f"{method} {path}: no answer ({_reason(exc)})") from None
-                failure = e.TransportError(f"{method} {path}: {_reason(exc)}")
+                    raise e.OutcomeUnknownError(f"{method} {path}: no answer ({self._reason(exc)})") from None
+                failure = e.TransportError(f"{method} {path}: {self._reason(exc)}")
             else:
                 self._pace.after_response(response)
                 status = response.status_code
@@ -233,6 +241,9 @@ class CoderClient:
                 raise failure
             log.info("retrying %s %s (attempt %d): %s", method, path, attempt + 1, failure)
             self._sleep(self._backoff.delay(attempt, self._rng))
+
+    def _reason(self, exc: Exception) -> str:
+        return _clean(_reason(exc), self._settings.token)
 
     def _rate_limit_delay(self, response: httpx.Response, attempt: int) -> float:
         wait = rate_limit_wait(response.headers, time.time())
@@ -315,13 +326,20 @@ def _parse_list(response: httpx.Response, body: bytes, path: str) -> list[LiveKe
             f"GET {path}: coderd answered {kind or 'no content type'!r}, not JSON; is --url Coder's address?"
         )
     try:
-        return _LIVE_LIST.validate_json(body)
+        keys = _LIVE_LIST.validate_json(body)
     except ValidationError as exc:
         first = exc.errors(include_input=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
         raise e.MalformedResponseError(
             f"GET {path}: coderd's answer is not a list of keys ({where}: {first['msg']})"
         ) from None
+    strange = next((key.name for key in keys if name_problem(key.name)), None)
+    if strange is not None:
+        raise e.MalformedResponseError(
+            f"GET {path}: coderd listed a key named {redact_secret_like(strange)[:80]!r}, "
+            "which is no valid key name"
+        )
+    return keys
 
 
 def _check_key_shape(created: _CreatedBody) -> None:

@@ -7,7 +7,7 @@ import sys
 import threading
 from typing import TextIO
 
-_lock = threading.Lock()
+_lock = threading.RLock()  # re-entrant: a signal handler may write while progress holds it
 
 
 def color_enabled(stream: TextIO, no_color: bool) -> bool:

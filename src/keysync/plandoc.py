@@ -95,7 +95,8 @@ def check_saved_plan(saved: dict[str, Any], current: World) -> None:
             reasons.append(f"{field} was {saved.get(field)!r}, now {getattr(current, field)!r}")
     if saved.get("manifest_sha256") != current.manifest_sha256:
         reasons.append("the manifest changed")
-    snapshot = saved.get("snapshot", {})
+    raw = saved.get("snapshot")
+    snapshot: dict[str, Any] = raw if isinstance(raw, dict) else {}
     if saved.get("live_fingerprint") != current.live_fingerprint:
         reasons.append("the live keys changed: " + _explain(snapshot.get("live"), current.live))
     if saved.get("sink_fingerprint") != current.sink_fingerprint:
@@ -103,6 +104,28 @@ def check_saved_plan(saved: dict[str, Any], current: World) -> None:
     if reasons:
         raise StalePlanError(
             "the saved plan no longer matches the world, nothing was changed: "
+            + "; ".join(reasons)
+            + ". Run `keysync plan` again."
+        )
+
+
+def _described(items: Any) -> set[str]:
+    actions = [a for a in items if isinstance(a, dict)] if isinstance(items, list) else []
+    return {f"{a.get('action')} {a.get('live_name') or a.get('name')} ({a.get('reason')})" for a in actions}
+
+
+def check_saved_actions(saved: dict[str, Any], plan: Plan) -> None:
+    """Refuses when the actions differ from the reviewed ones, even in an unchanged world: time
+    alone makes rotations due and grace periods end."""
+
+    reviewed, now = _described(saved.get("actions")), _described([a.data() for a in plan.actions])
+    reasons = [f"now also {text}" for text in sorted(now - reviewed)]
+    reasons += [f"no longer {text}" for text in sorted(reviewed - now)]
+    if sorted(saved.get("stale_records", [])) != plan.stale_records:
+        reasons.append("the stale sink records to remove differ")
+    if reasons:
+        raise StalePlanError(
+            "the plan is no longer the one reviewed, nothing was changed: "
             + "; ".join(reasons)
             + ". Run `keysync plan` again."
         )

@@ -131,12 +131,20 @@ def read_token(token_file: Path | None) -> Secret:
     if token_file is not None:
         try:
             token = token_file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise UsageError(f"--token-file {token_file}: cannot read: {exc.strerror}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"--token-file {token_file}: cannot read: {exc}") from None
         if not token:
             raise UsageError(f"--token-file {token_file} is empty")
-        return Secret(token)
+        return _checked_token(token, f"--token-file {token_file}")
     token = os.environ.get("CODER_SESSION_TOKEN", "").strip()
     if not token:
         raise UsageError("no session token: set CODER_SESSION_TOKEN or pass --token-file PATH")
+    return _checked_token(token, "CODER_SESSION_TOKEN")
+
+
+def _checked_token(token: str, where: str) -> Secret:
+    """A token goes into an HTTP header: printable ASCII without spaces, or it is refused here,
+    before an HTTP library could quote it in an error."""
+    if not all("!" <= char <= "~" for char in token):
+        raise UsageError(f"{where}: the token holds spaces, line breaks or non-ASCII characters")
     return Secret(token)

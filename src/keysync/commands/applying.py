@@ -90,13 +90,14 @@ def _apply_locked(
     audit_path: Path | None,
 ) -> int:
     from keysync.errors import KeysyncError
-    from keysync.plandoc import check_saved_plan
+    from keysync.plandoc import check_saved_actions, check_saved_plan
     from keysync.render import render_text
 
     snapshot = session.snapshot(request)
     plan = snapshot.plan
     if saved is not None:
         check_saved_plan(saved, snapshot.world)
+        check_saved_actions(saved, plan)
     if plan.failures:
         raise KeysyncError("the plan cannot be applied: " + "; ".join(plan.failures))
     if not plan.has_changes:

@@ -74,21 +74,25 @@ def dev_server(
       keysync dev-server --port 7080 --token dev-token --latency-ms 20
     """
     from keysync.devserver import DevServerConfig, run
+    from keysync.errors import UsageError
 
-    config = DevServerConfig(
-        host=host,
-        port=port,
-        token=token,
-        member_token=member_token,
-        api=api,
-        feature_disabled=feature_disabled,
-        state=state,
-        latency_ms=latency_ms,
-        fail_rate=fail_rate,
-        lose_response_rate=lose_response_rate,
-        rate_limit=rate_limit,
-        seed=seed,
-    )
+    try:
+        config = DevServerConfig(
+            host=host,
+            port=port,
+            token=token,
+            member_token=member_token,
+            api=api,
+            feature_disabled=feature_disabled,
+            state=state,
+            latency_ms=latency_ms,
+            fail_rate=fail_rate,
+            lose_response_rate=lose_response_rate,
+            rate_limit=rate_limit,
+            seed=seed,
+        )
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     return run(config)
 
 

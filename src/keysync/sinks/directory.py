@@ -9,6 +9,7 @@ from pathlib import Path
 
 from keysync.errors import SinkError
 from keysync.keys import SecretRecord, SinkView, StoredEntry
+from keysync.names import name_problem
 from keysync.sinkconfig import DirectorySinkConfig
 from keysync.sinks.base import SinkContext
 from keysync.sinks.durable import (
@@ -63,24 +64,51 @@ class DirectorySink:
     def store(self, record: SecretRecord) -> None:
         meta = self._load()
         ensure_directory(self.path)
+        path = self._file(record.name)
+        previous = (self._read_secret(record.name), meta.get(record.name))
         # The secret file is synced by itself; the sidecar's group commit syncs the directory.
-        atomic_write(self.path / record.name, record.key.reveal().encode(), sync_directory=False)
-        self._commit.commit(lambda: meta.__setitem__(record.name, record.public()))
+        atomic_write(path, record.key.reveal().encode(), sync_directory=False)
+        try:
+            self._commit.commit(lambda: meta.__setitem__(record.name, record.public()))
+        except SinkError:
+            self._restore(record.name, *previous)
+            raise
+
+    def _restore(self, name: str, secret: str | None, entry: dict[str, str] | None) -> None:
+        """Puts back what a failed store replaced: replicas keep the secret they are using."""
+        meta = self._load()
+        if secret is None:
+            self._file(name).unlink(missing_ok=True)
+        else:
+            atomic_write(self._file(name), secret.encode())
+
+        def put_back() -> None:
+            if entry is None:
+                meta.pop(name, None)
+            else:
+                meta[name] = entry
+
+        self._commit.mutate(put_back)
 
     def remove(self, name: str, key_id: str = "") -> None:
         meta = self._load()
         try:
-            (self.path / name).unlink(missing_ok=True)
+            self._file(name).unlink(missing_ok=True)
         except OSError as exc:
-            raise SinkError(f"cannot remove {self.path / name}: {exc.strerror}") from None
+            raise SinkError(f"cannot remove {self._file(name)}: {exc.strerror}") from None
         self._commit.commit(lambda: drop(meta, name))
+
+    def _file(self, name: str) -> Path:
+        if name_problem(name):  # a file name must never leave the directory
+            raise SinkError(f"directory sink: {name[:80]!r} is no valid key name")
+        return self.path / name
 
     def close(self) -> None:
         pass
 
     def _read_secret(self, name: str) -> str | None:
         try:
-            return (self.path / name).read_text(encoding="utf-8").strip() or None
+            return self._file(name).read_text(encoding="utf-8").strip() or None
         except FileNotFoundError:
             return None
         except (OSError, UnicodeDecodeError) as exc:

@@ -168,6 +168,11 @@ class GroupCommit:
             error = batch.error
             raise SinkError(str(error) if isinstance(error, SinkError) else f"sink write failed: {error}")
 
+    def mutate(self, update: Callable[[], None]) -> None:
+        """Applies update under the lock the flusher reads with, without flushing (a rollback)."""
+        with self._lock:
+            update()
+
     def _run(self) -> None:
         while True:
             with self._lock:

@@ -61,10 +61,7 @@ class FileSink:
         try:
             self._commit.commit(lambda: self._put(records, record))
         except SinkError:
-            with self._guard:
-                self._drop(records, record.name)
-                if previous is not None:
-                    self._put(records, previous)
+            self._commit.mutate(lambda: self._restore(records, record.name, previous))
             raise
 
     def remove(self, name: str, key_id: str = "") -> None:
@@ -108,6 +105,11 @@ class FileSink:
                 "refusing to mix deployments"
             )
         return records
+
+    def _restore(self, records: dict[str, SecretRecord], name: str, previous: SecretRecord | None) -> None:
+        self._drop(records, name)
+        if previous is not None:
+            self._put(records, previous)
 
     def _put(self, records: dict[str, SecretRecord], record: SecretRecord) -> None:
         records[record.name] = record

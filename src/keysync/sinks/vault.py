@@ -369,7 +369,7 @@ def _static_token(auth: VaultAuthConfig, context: SinkContext) -> Secret | None:
     token = context.env.get("VAULT_TOKEN", "").strip()
     if not token:
         raise SinkError("vault sink: no Vault token: set VAULT_TOKEN, or auth.token_file, or use approle")
-    return Secret(token)
+    return _header_safe(token, "VAULT_TOKEN")
 
 
 def _read_secret_file(path: Path, setting: str) -> Secret:
@@ -379,6 +379,12 @@ def _read_secret_file(path: Path, setting: str) -> Secret:
         raise SinkError(f"vault sink: {setting} {path}: cannot read: {exc}") from None
     if not value:
         raise SinkError(f"vault sink: {setting} {path} is empty")
+    return _header_safe(value, f"{setting} {path}")
+
+
+def _header_safe(value: str, where: str) -> Secret:
+    if not all("!" <= char <= "~" for char in value):
+        raise SinkError(f"vault sink: {where}: holds spaces, line breaks or non-ASCII characters")
     return Secret(value)
 
 
