@@ -13,11 +13,7 @@ from typing import Any
 
 from keysync import __version__
 from keysync.apply import Outcome
-from keysync.errors import KeysyncError
-
-
-class AuditError(KeysyncError):
-    pass
+from keysync.errors import AuditError
 
 
 class AuditLog:

@@ -18,6 +18,7 @@
     │   └── MalformedResponseError  an answer that is not what Coder sends
     ├── SinkError                a sink could not be read, written or locked
     │   └── LockHeldError        another keysync holds the sink's lock
+    ├── AuditError               the audit trail cannot be written
     └── ApplyFailedError         some actions failed; the report says which
 
 Messages never contain a secret or a token: the types that hold those refuse to print them.
@@ -123,6 +124,10 @@ class SinkError(KeysyncError):
 
 
 class LockHeldError(SinkError):
+    pass
+
+
+class AuditError(KeysyncError):
     pass
 
 

@@ -131,7 +131,7 @@ class Watcher:
         return summary
 
     def _apply(self, session: Session, plan: Plan) -> dict[str, Any]:
-        from keysync.commands.applying import check_git, execute_plan
+        from keysync.execution import check_git, execute_plan, preflight
 
         safe, skipped = plan.without_forced()
         for action, reason in skipped:
@@ -141,8 +141,7 @@ class Watcher:
         if not safe.has_changes:
             return {"skipped": len(skipped)}
         check_git(session, force=False)
-        if any(action.action != "delete" for action in safe.actions):
-            session.sink.check_writable()
+        preflight(session, safe)
         self._round_stop = threading.Event()
         if self._stop.is_set():
             self._round_stop.set()

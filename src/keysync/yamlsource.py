@@ -29,7 +29,7 @@ class YamlError(Exception):
     def __init__(self, line: int, message: str) -> None:
         self.line = line
         self.message = redact_secret_like(message)
-        super().__init__(f"line {line}: {message}")
+        super().__init__(f"line {line}: {self.message}")
 
 
 @dataclass

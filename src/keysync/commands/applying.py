@@ -62,6 +62,7 @@ def apply(
       keysync apply --auto-approve --parallelism 20
       keysync plan --out plan.json && keysync apply plan.json
     """
+    from keysync.execution import check_git
     from keysync.session import Session
 
     request = plan_request(kwargs, force=force)
@@ -90,6 +91,7 @@ def _apply_locked(
     audit_path: Path | None,
 ) -> int:
     from keysync.errors import KeysyncError
+    from keysync.execution import preflight
     from keysync.plandoc import check_saved_actions, check_saved_plan
     from keysync.render import render_text
 
@@ -114,12 +116,12 @@ def _apply_locked(
         _require_terminal()
         console.err(render_text(plan, snapshot.now, console.color_enabled_err(session.options.no_color)))
         _confirm()
-    if any(action.action != "delete" for action in plan.actions):
-        session.sink.check_writable()
+    preflight(session, plan)
     return _execute(session, plan, audit_path)
 
 
 def _execute(session: Any, plan: Any, audit_path: Path | None) -> int:
+    from keysync.execution import execute_plan
     from keysync.report import outcome_line, render_report, report_document
 
     progress = console.Progress(len(plan.actions))
@@ -144,37 +146,6 @@ def _execute(session: Any, plan: Any, audit_path: Path | None) -> int:
         console.err(f"keysync: error: apply failed ({len(report.failed)} action(s)); first: {reason}")
         return 1
     return 0
-
-
-def execute_plan(
-    session: Any, plan: Any, stop: threading.Event, on_outcome: Any, audit_path: Path | None
-) -> tuple[Any, str | None]:
-    """Runs the plan's actions; a failed audit write stops new actions and is returned."""
-    from keysync.apply import Applier
-    from keysync.audit import AuditError, AuditLog
-
-    audit = AuditLog(audit_path) if audit_path else None
-    failures: list[str] = []
-
-    def handle(outcome: Any) -> None:
-        on_outcome(outcome)
-        if audit is None or failures:
-            return
-        try:
-            audit.record(outcome, session.loaded.sha256)
-        except AuditError as exc:
-            failures.append(str(exc))
-            stop.set()
-
-    applier = Applier(
-        session.client, session.sink, session.coderd_url, session.options.parallelism, stop, handle
-    )
-    try:
-        report = applier.apply(plan)
-    finally:
-        if audit is not None:
-            audit.close()
-    return report, (failures[0] if failures else None)
 
 
 @contextmanager
@@ -209,23 +180,6 @@ def _confirm() -> None:
     answer = console.ask("Do you want to apply these actions? Only 'yes' will be accepted: ")
     if answer != "yes":
         raise UsageError("apply cancelled: nothing was changed")
-
-
-def check_git(session: Any, force: bool) -> None:
-    from keysync.errors import UnsafePlanError
-
-    problems = git_problems(session)
-    if problems and not force:
-        raise UnsafePlanError(problems[0])
-
-
-def git_problems(session: Any) -> list[str]:
-    """Why writing the sink would put secrets where git would commit them."""
-    from keysync.gitcheck import unignored_advice
-
-    is_directory = session.loaded.manifest.sink.type == "directory"
-    advice = (unignored_advice(path, is_directory) for path in session.sink.local_paths())
-    return [text for text in advice if text]
 
 
 def _load_saved(planfile: Path, request: Any) -> dict[str, Any]:

@@ -103,6 +103,7 @@ def export(**kwargs: Any) -> int:
     """
     import yaml
 
+    from keysync.generations import logical_name
     from keysync.session import Session
 
     session = Session(make_options(kwargs))
@@ -112,7 +113,8 @@ def export(**kwargs: Any) -> int:
         coderd = {"url": session.coderd_url, "api": session.client.api}
     finally:
         session.close()
-    names = [key.name for key in keys if not (manifest and manifest.policy.ignores(key.name))]
+    live = {logical_name(key.name) for key in keys}  # a rotation generation `gw-r2` is key `gw`
+    names = sorted(name for name in live if not (manifest and manifest.policy.ignores(name)))
     document = {"version": 1, "coderd": coderd, "keys": names}
     header = "# yaml-language-server: $schema=schemas/keysync.schema.json\n"
     if session.options.format == "json":

@@ -69,7 +69,7 @@ def plan(out: str | None, detailed_exitcode: bool, **kwargs: Any) -> int:
       keysync plan --format markdown > plan.md
       keysync plan --out plan.json --detailed-exitcode
     """
-    from keysync.commands.applying import git_problems
+    from keysync.execution import git_problems
     from keysync.session import Session
 
     request = plan_request(kwargs)

@@ -52,14 +52,12 @@ def watch(
 
     options = make_options(kwargs, parallelism=parallelism, bypass_rate_limit=bypass_rate_limit)
     every = seconds(interval, "--interval") or 300.0
-    metrics = None
-    server = None
-    if listen:
-        host, port = _host_port(listen)
-        metrics = WatchMetrics(every)
-        server = serve(metrics, host, port)
     settings = WatchSettings(every, do_apply, audit_log, seconds(lock_timeout, "--lock-timeout"))
-    stop = threading.Event()
+    address = _host_port(listen) if listen else None
+    metrics = WatchMetrics(every) if address else None
+    log = EventLog(log_format)
+    watcher = Watcher(lambda: Session(options), settings, log, metrics, threading.Event())
+    server = serve(metrics, *address) if metrics and address else None
     received: list[int] = []
 
     def handler(signum: int, frame: Any) -> None:
@@ -68,10 +66,8 @@ def watch(
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, handler)
-    log = EventLog(log_format)
     log.capture_logging()
     log.emit("start", interval_s=every, apply=do_apply, listen=listen or "")
-    watcher = Watcher(lambda: Session(options), settings, log, metrics, stop)
     try:
         watcher.run()
     finally:

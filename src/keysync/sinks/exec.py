@@ -140,9 +140,7 @@ def _stderr_excerpt(stderr: bytes, secrets: list[Secret]) -> str:
 _WITHHELD = ("CODER_SESSION_TOKEN", "VAULT_TOKEN")
 
 
-def _command_environment(env: Mapping[str, str]) -> dict[str, str] | None:
+def _command_environment(env: Mapping[str, str]) -> dict[str, str]:
     """keysync's environment less its own credentials: the command gets the record, not the keys
     to the deployment."""
-    if not env:
-        return None
-    return {name: value for name, value in env.items() if name not in _WITHHELD}
+    return {name: value for name, value in (env or os.environ).items() if name not in _WITHHELD}

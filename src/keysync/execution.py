@@ -1,0 +1,71 @@
+"""Carrying out a plan for a session: the git rail, the sink preflight, the audit trail and the
+applier. Shared by `apply` and `watch`; no terminal, no click."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from keysync.apply import Applier, ApplyReport, Outcome
+from keysync.errors import UnsafePlanError
+from keysync.plan import Plan
+from keysync.session import Session
+
+
+def git_problems(session: Session) -> list[str]:
+    """Why writing the sink would put secrets where git would commit them."""
+    from keysync.gitcheck import unignored_advice
+
+    is_directory = session.loaded.manifest.sink.type == "directory"
+    advice = (unignored_advice(path, is_directory) for path in session.sink.local_paths())
+    return [text for text in advice if text]
+
+
+def check_git(session: Session, force: bool) -> None:
+    problems = git_problems(session)
+    if problems and not force:
+        raise UnsafePlanError(problems[0])
+
+
+def preflight(session: Session, plan: Plan) -> None:
+    """Before the first create, the sink must take a secret."""
+    if any(action.creates for action in plan.actions):
+        session.sink.check_writable()
+
+
+def execute_plan(
+    session: Session,
+    plan: Plan,
+    stop: threading.Event,
+    on_outcome: Callable[[Outcome], None],
+    audit_path: Path | None,
+) -> tuple[ApplyReport, str | None]:
+    """Runs the plan's actions; a failed audit write stops new actions and is returned."""
+    from keysync.audit import AuditLog
+    from keysync.errors import AuditError
+
+    audit = AuditLog(audit_path) if audit_path else None
+    failures: list[str] = []
+
+    def handle(outcome: Outcome) -> None:
+        on_outcome(outcome)
+        if audit is None or failures:
+            return
+        try:
+            audit.record(outcome, session.loaded.sha256)
+        except AuditError as exc:
+            failures.append(str(exc))
+            stop.set()
+
+    applier = Applier(
+        session.client, session.sink, session.coderd_url, session.options.parallelism, stop, handle
+    )
+    try:
+        report = applier.apply(plan)
+    finally:
+        if audit is not None:
+            audit.close()
+    if failures:
+        report.interrupted = False  # stopped by the broken trail, not by a signal
+    return report, (failures[0] if failures else None)
