@@ -29,8 +29,8 @@ def check_git(session: Session, force: bool) -> None:
 
 
 def preflight(session: Session, plan: Plan) -> None:
-    """Before the first create, the sink must take a secret."""
-    if any(action.creates for action in plan.actions):
+    """Before the first change, the sink must take a secret and give one up."""
+    if plan.stale_records or any(a.creates or a.action == "delete" for a in plan.actions):
         session.sink.check_writable()
 
 

@@ -15,7 +15,7 @@ from keysync.errors import ManifestError
 from keysync.generations import generation_of
 from keysync.manifest import Manifest, Policy
 from keysync.secret import looks_secret, redact_secret_like
-from keysync.sinkconfig import BUILTIN_SINK_CONFIGS
+from keysync.sinkconfig import BUILTIN_SINK_CONFIGS, env_name
 
 Problem = tuple[yamlsource.Path, str]
 _FRIENDLY = {
@@ -78,6 +78,7 @@ def _structure_problems(data: Any) -> Iterator[Problem]:
 def _validate(data: dict[str, Any]) -> tuple[Manifest | None, list[Problem]]:
     problems = _sink_problems(data.get("sink", {}))
     problems += _semantic_problems(data)
+    problems += _env_collisions(data)
     try:
         manifest = Manifest.model_validate(data)
     except ValidationError as exc:
@@ -134,6 +135,26 @@ def _semantic_problems(data: dict[str, Any]) -> list[Problem]:
             problems.append((loc, f"{name!r} is a rotation generation of {base!r}; rename one of them"))
         if spec.get("rotation", policy.get("rotation")) == "overlap" and len(name) > 60:
             problems.append((loc, f"{name!r} is too long for rotation: overlap (at most 60 characters)"))
+    return problems
+
+
+def _env_collisions(data: dict[str, Any]) -> list[Problem]:
+    """An env-format file holds one variable per key: two names must not make the same one."""
+    sink, keys = data.get("sink"), data.get("keys")
+    if not isinstance(sink, dict) or sink.get("format") != "env" or not isinstance(keys, list):
+        return []
+    prefix = sink.get("prefix", "") if isinstance(sink.get("prefix", ""), str) else ""
+    owners: dict[str, str] = {}
+    problems: list[Problem] = []
+    for index, item in enumerate(keys):
+        spec = _raw_spec(item)
+        if not spec or not spec["name"]:
+            continue
+        variable = env_name(spec["name"], prefix)
+        first = owners.setdefault(variable, spec["name"])
+        if first != spec["name"]:
+            message = f"{spec['name']!r} and {first!r} would share the variable {variable} in the env file"
+            problems.append((("keys", index), message))
     return problems
 
 

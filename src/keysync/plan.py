@@ -217,8 +217,15 @@ class _Builder:
         return policy == "replace"
 
     def _retire_orphans(self, spec: KeySpec, orphans: list[Generation]) -> None:
+        """Generations newer than the one the sink holds. One that a replica used within the grace
+        has its secret somewhere after all (a restored sink?): it waits like a previous one."""
+        grace = self.manifest.overlap_grace(spec)
         for generation in orphans:
-            self.actions.append(Action("retire", spec.name, "orphaned", generation.key))
+            seen = generation.key.last_seen
+            if seen is not None and self.now < seen + grace and not self.request.force:
+                self.waiting.append(Waiting(spec.name, generation.key, seen + grace))
+            else:
+                self.actions.append(Action("retire", spec.name, "orphaned", generation.key))
 
     def _retire_previous(self, spec: KeySpec, generations: list[Generation]) -> None:
         """Every generation but the last one given is previous: retire it once its grace is over."""
@@ -317,6 +324,19 @@ def _stale_records(
         and name not in groups
         and request.covers(name)
     )
+
+
+GUARD_CODES = {
+    "max_deletes": "max-deletes",
+    "every managed key": "all-managed",
+    "lists no keys": "empty-keys",
+    "last 10 minutes": "in-use",
+}
+
+
+def guard_code(message: str) -> str:
+    """A fixed label for a guard's message (metrics must not carry key names or counts)."""
+    return next((code for phrase, code in GUARD_CODES.items() if phrase in message), "other")
 
 
 def _guard_violations(

@@ -53,6 +53,12 @@ class ExecSinkConfig(_Settings):
     remove_command: list[str] | None = Field(None, min_length=1)
 
 
+def env_name(name: str, prefix: str) -> str:
+    """The variable an env-format file sink uses for a key: upper case, `-` as `_`."""
+    variable = prefix + name.upper().replace("-", "_")
+    return "KEY_" + variable if variable[0].isdigit() else variable
+
+
 class PluginSinkConfig(BaseModel):
     """A third-party sink: its own package validates the rest."""
 

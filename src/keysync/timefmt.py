@@ -33,4 +33,4 @@ def relative(moment: datetime | None, now: datetime) -> str:
 
 
 def age(moment: datetime, now: datetime) -> str:
-    return relative(moment, now).removesuffix(" ago").replace("just now", "0 seconds")
+    return relative(moment, now).removesuffix(" ago")

@@ -17,7 +17,7 @@ from typing import Any, TextIO
 from keysync.apply import Outcome
 from keysync.errors import KeysyncError
 from keysync.metrics import WatchMetrics
-from keysync.plan import Plan, PlanRequest
+from keysync.plan import Plan, PlanRequest, guard_code
 from keysync.session import Session
 
 FIRST_RETRY_SECONDS = 5.0
@@ -137,7 +137,7 @@ class Watcher:
         for action, reason in skipped:
             self._log.emit("skipped", action=action.action, name=action.name, reason=reason, needs="--force")
         if self._metrics is not None:
-            self._metrics.observe_skipped((a.action, r) for a, r in skipped)
+            self._metrics.observe_skipped((a.action, guard_code(r)) for a, r in skipped)
         if not safe.has_changes:
             return {"skipped": len(skipped)}
         check_git(session, force=False)

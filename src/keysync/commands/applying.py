@@ -103,6 +103,8 @@ def _apply_locked(
     if plan.failures:
         raise KeysyncError("the plan cannot be applied: " + "; ".join(plan.failures))
     if not plan.has_changes:
+        for warning in plan.warnings:
+            console.err(f"keysync: warning: {warning}")
         if session.options.format == "json":
             from keysync.apply import ApplyReport
             from keysync.report import report_document

@@ -82,7 +82,9 @@ def watch(
 def _host_port(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
     if not host or not port.isdigit():
-        raise click.BadParameter("use HOST:PORT, e.g. 127.0.0.1:9464", param_hint="--listen")
+        from keysync.errors import UsageError
+
+        raise UsageError(f"--listen {listen!r}: use HOST:PORT, e.g. 127.0.0.1:9464")
     return host.strip("[]"), int(port)
 
 

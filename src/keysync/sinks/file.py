@@ -12,7 +12,7 @@ from typing import Any
 from keysync.errors import SinkError
 from keysync.keys import SecretRecord, SinkView, StoredEntry
 from keysync.secret import Secret
-from keysync.sinkconfig import FileSinkConfig
+from keysync.sinkconfig import FileSinkConfig, env_name
 from keysync.sinks.base import SinkContext
 from keysync.sinks.durable import (
     GroupCommit,
@@ -169,11 +169,6 @@ def _record(name: str, fields: dict[str, Any], url: str) -> SecretRecord:
         coderd_url=str(fields.get("coderd_url", url)),
         live_name=str(fields.get("live_name", name)),
     )
-
-
-def env_name(name: str, prefix: str) -> str:
-    variable = prefix + name.upper().replace("-", "_")
-    return "KEY_" + variable if variable[0].isdigit() else variable
 
 
 def _render_env(url: str, records: dict[str, SecretRecord], prefix: str) -> str:

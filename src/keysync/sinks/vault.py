@@ -222,6 +222,7 @@ class VaultSink:
 
     def check_writable(self) -> None:
         self._check_token()
+        self._check_mount()
         path = self._template.path(_PROBE_NAME)
         data_path, metadata_path = self._data(path), self._metadata(path)
         reply = self._api.call(
@@ -332,6 +333,24 @@ class VaultSink:
             )
         new_version = reply.data.get("version")
         return new_version if isinstance(new_version, int) else version + 1
+
+    def _check_mount(self) -> None:
+        """The mount must exist and be KV version 2: check-and-set and metadata deletes need it."""
+        reply = self._api.call(
+            "GET", f"sys/internal/ui/mounts/{self._mount}", "looking up the mount at", allow=(400, 403, 404)
+        )
+        options = reply.data.get("options") if reply.status == 200 else None
+        version = options.get("version") if isinstance(options, dict) else None
+        if reply.status != 200 or reply.data.get("type") not in ("kv", "generic") or version != "2":
+            found = (
+                "no such mount"
+                if reply.status != 200
+                else f"type {reply.data.get('type')!r}, version {version!r}"
+            )
+            raise SinkError(
+                f"vault {self._api.address}: mount {self._mount!r} is not a KV version 2 secrets engine "
+                f"({found}); enable one with `vault secrets enable -path={self._mount} kv-v2`"
+            )
 
     def _check_token(self) -> None:
         reply = self._api.call("GET", "auth/token/lookup-self", "looking up the token at", allow=(403,))
