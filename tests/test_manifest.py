@@ -599,3 +599,10 @@ def test_fuzz_yaml_like_text_raises_only_manifest_errors(text: str) -> None:
 @given(st.text(max_size=200))
 def test_fuzz_arbitrary_text_raises_only_manifest_errors(text: str) -> None:
     assert_only_manifest_errors(text.encode("utf-8", "surrogatepass"), Path("fuzz.yaml"))
+
+
+def test_two_keys_that_would_share_an_env_variable_are_refused(tmp_path: Path) -> None:
+    text = 'version: 1\nsink: {type: file, path: k.env, format: env}\nkeys: ["1abc", "key-1abc"]\n'
+    found = problems(tmp_path, text)
+    assert len(found) == 1
+    assert "KEY_1ABC" in found[0] and "'key-1abc'" in found[0]

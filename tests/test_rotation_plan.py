@@ -711,3 +711,12 @@ def test_overlap_plans_never_lose_the_held_secret_nor_stack_generations(
             assert len(keys) == 1
         else:
             assert held is None
+
+
+def test_a_newer_generation_a_replica_still_uses_waits_instead_of_being_orphaned() -> None:
+    # The sink was restored from a backup holding gw, while replicas already use gw-r2.
+    gw = gen("gw", age=timedelta(days=2))
+    r2 = gen("gw-r2", age=MINUTE, used=SECOND)
+    plan = plan_for(manifest(["gw"]), [gw, r2], sink(gw=gw))
+    assert acts(plan) == set()
+    assert set(waiting(plan)) == {"gw-r2"}

@@ -511,3 +511,20 @@ def test_a_key_removed_from_the_manifest_loses_its_entry(
     assert bao.api("GET", f"secret/metadata/{prefix}/beta").status_code == 404
     assert bao.api("GET", f"secret/metadata/{prefix}/alpha").status_code == 200
     assert_nothing_leaked(vault_cli, bao)
+
+
+@pytest.mark.parametrize("options", [None, {"version": "1"}])
+def test_a_mount_that_is_not_kv_version_2_is_refused_before_any_change(
+    bao: Bao, make: Make, options: dict[str, str] | None
+) -> None:
+    mount = f"m{uuid.uuid4().hex[:8]}"
+    if options is not None:
+        response = httpx.post(
+            f"{bao.address}/v1/sys/mounts/{mount}",
+            headers={"X-Vault-Token": bao.root_token},
+            json={"type": "kv", "options": options},
+        )
+        assert response.status_code == 204, response.text
+    message = refused(make(mount=mount).check_writable)
+    assert f"mount {mount!r} is not a KV version 2" in message
+    assert bao.root_token not in message
