@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import logging
 import signal
-import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -130,7 +129,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         click.echo("keysync: interrupted", err=True)
         return EXIT_INTERRUPTED
     return int(result or 0)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

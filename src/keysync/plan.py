@@ -28,7 +28,6 @@ Reason = Literal[
     "superseded",
     "orphaned",
 ]
-ACTION_KINDS: tuple[ActionKind, ...] = ("create", "delete", "replace", "rotate", "retire")
 _ORDER = {"retire": 0, "delete": 1, "replace": 2, "rotate": 3, "create": 4}
 
 
@@ -95,7 +94,6 @@ class Waiting:
 class Plan:
     actions: list[Action]
     warnings: list[str] = field(default_factory=list)
-    needs_force: list[str] = field(default_factory=list)
     stale_records: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
     guards: dict[str, list[str]] = field(default_factory=dict)
@@ -106,7 +104,12 @@ class Plan:
         held = {name: reason for reason, names in self.guards.items() for name in names}
         kept = [a for a in self.actions if a.name not in held]
         skipped = [(a, held[a.name]) for a in self.actions if a.name in held]
-        return Plan(kept, self.warnings, [], self.stale_records, self.failures, {}, self.waiting), skipped
+        return Plan(kept, self.warnings, self.stale_records, self.failures, {}, self.waiting), skipped
+
+    @property
+    def needs_force(self) -> list[str]:
+        """Why applying this plan needs --force, one reason per guard that trips."""
+        return list(self.guards)
 
     @property
     def has_changes(self) -> bool:
@@ -273,7 +276,7 @@ def build_plan(
     actions = sorted(builder.actions, key=Action.sort_key)
     guards = _guard_violations(actions, extra, groups, manifest, now)
     warnings.extend(f"needs --force: {reason}" for reason in guards)
-    return Plan(actions, warnings, list(guards), stale, builder.failures, guards, builder.waiting)
+    return Plan(actions, warnings, stale, builder.failures, guards, builder.waiting)
 
 
 def _unknown_targets(manifest: Manifest, live: list[LiveKey], request: PlanRequest) -> list[str]:

@@ -7,7 +7,7 @@ from datetime import datetime
 from keysync.plan import Action, Plan, Waiting
 from keysync.timefmt import age, relative, rfc3339
 
-_SYMBOL = {"create": "+", "delete": "-", "replace": "-/+", "rotate": "+~", "retire": "~-"}
+SYMBOL = {"create": "+", "delete": "-", "replace": "-/+", "rotate": "+~", "retire": "~-"}
 _COLOR = {"create": "32", "delete": "31", "replace": "33", "rotate": "36", "retire": "35"}
 NO_CHANGES = "No changes. Coder's keys match the manifest and the sink holds every secret."
 
@@ -61,7 +61,7 @@ def render_text(plan: Plan, now: datetime, color: bool = False) -> str:
     if plan.actions:
         lines += ["keysync will perform these actions:", ""]
         for action in plan.actions:
-            head = _paint(f"{_SYMBOL[action.action]:>3} {action.action}", _COLOR[action.action], color)
+            head = _paint(f"{SYMBOL[action.action]:>3} {action.action}", _COLOR[action.action], color)
             lines.append(f"{head} {action.name}  ({action.reason}){_live_details(action, now)}")
         lines.append("")
     for waiting in plan.waiting:
@@ -92,7 +92,7 @@ def render_markdown(plan: Plan, now: datetime, coderd_url: str) -> str:
         for action in plan.actions:
             live = action.live
             cells = [
-                f"`{_SYMBOL[action.action]}`",
+                f"`{SYMBOL[action.action]}`",
                 action.action,
                 f"`{action.name}`",
                 action.reason,

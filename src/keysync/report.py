@@ -6,6 +6,7 @@ from typing import Any
 
 from keysync import __version__
 from keysync.apply import ApplyReport, Outcome
+from keysync.render import SYMBOL
 
 _PAST = {
     "create": "created",
@@ -14,7 +15,6 @@ _PAST = {
     "rotate": "rotated",
     "retire": "retired",
 }
-_SYMBOL = {"create": "+", "delete": "-", "replace": "-/+", "rotate": "+~", "retire": "~-"}
 
 
 def outcome_line(outcome: Outcome) -> str:
@@ -28,7 +28,7 @@ def outcome_line(outcome: Outcome) -> str:
         if outcome.created.name != action.name:
             detail += f"  generation {outcome.created.name}"
         detail += f"  key_prefix {outcome.created.key_prefix}"
-    return f"{_SYMBOL[action.action]:>3} {_PAST[action.action]} {action.name} ({action.reason}){detail}"
+    return f"{SYMBOL[action.action]:>3} {_PAST[action.action]} {action.name} ({action.reason}){detail}"
 
 
 def summary_line(report: ApplyReport) -> str:

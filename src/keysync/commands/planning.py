@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import sys
+from dataclasses import replace
 from typing import Any
 
 import click
@@ -76,7 +77,10 @@ def plan(out: str | None, detailed_exitcode: bool, **kwargs: Any) -> int:
     session = Session(make_options(kwargs))
     try:
         snapshot = session.snapshot(request)
-        snapshot.plan.warnings.extend(f"needs --force: {text}" for text in git_problems(session))
+        git_warnings = [f"needs --force: {text}" for text in git_problems(session)]
+        snapshot = replace(
+            snapshot, plan=replace(snapshot.plan, warnings=snapshot.plan.warnings + git_warnings)
+        )
     finally:
         session.close()
     console.out(render_plan(snapshot, session, request))
