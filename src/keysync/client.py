@@ -110,17 +110,31 @@ class CoderClient:
         self._api = None if settings.api == "auto" else settings.api
         self._first_list: list[LiveKey] | None = None
         self._pace = _Pacer(sleep, enabled=not settings.bypass_rate_limit)
-        self._http = httpx.Client(
-            base_url=self.url,
-            transport=transport,
-            timeout=settings.timeout,
-            verify=_tls_context(settings.ca_cert) if self.url.startswith("https:") else False,
-            follow_redirects=False,
-            headers=self._headers(),
-            limits=httpx.Limits(
-                max_connections=settings.pool_size, max_keepalive_connections=settings.pool_size
-            ),
-        )
+        self._transport = transport
+        self._verify = _tls_context(settings.ca_cert) if self.url.startswith("https:") else False
+        # One connection pool per thread: a pool shared by many threads serialises them on its
+        # lock, twice a request, which costs a CPU-bound apply a third of its throughput.
+        self._local = threading.local()
+        self._clients: list[httpx.Client] = []
+        self._clients_lock = threading.Lock()
+
+    @property
+    def _http(self) -> httpx.Client:
+        client: httpx.Client | None = getattr(self._local, "client", None)
+        if client is None:
+            client = httpx.Client(
+                base_url=self.url,
+                transport=self._transport,
+                timeout=self._settings.timeout,
+                verify=self._verify,
+                follow_redirects=False,
+                headers=self._headers(),
+                limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
+            )
+            self._local.client = client
+            with self._clients_lock:
+                self._clients.append(client)
+        return client
 
     def _headers(self) -> dict[str, str]:
         headers = {
@@ -136,7 +150,10 @@ class CoderClient:
         return f"CoderClient(url={self.url!r}, api={self._api!r})"
 
     def close(self) -> None:
-        self._http.close()
+        with self._clients_lock:
+            clients, self._clients = self._clients, []
+        for client in clients:
+            client.close()
 
     @property
     def api(self) -> str:
