@@ -85,8 +85,9 @@ def file_lock(path: Path, timeout: float | None) -> Iterator[None]:
         raise SinkError(f"cannot open the sink lock {path}: {exc.strerror}") from None
     try:
         _acquire(fd, path, timeout)
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, json.dumps(_holder()).encode(), 0)
+        holder = json.dumps(_holder()).encode()
+        os.pwrite(fd, holder, 0)  # overwrite first, then trim: the file is never empty
+        os.ftruncate(fd, len(holder))
         yield
     finally:
         os.close(fd)  # closing releases the lock
@@ -113,11 +114,14 @@ def _holder() -> dict[str, object]:
 
 
 def _held_message(path: Path, timeout: float | None) -> str:
-    try:
-        holder = json.loads(path.read_text())
-        who = f"process {holder['pid']} on {holder['host']} since {holder['since']}"
-    except (OSError, ValueError, KeyError, TypeError):
-        who = "another process"
+    who = "another process"
+    for _ in range(10):  # the holder may be writing its name this very moment
+        try:
+            holder, _end = json.JSONDecoder().raw_decode(path.read_text())
+            who = f"process {holder['pid']} on {holder['host']} since {holder['since']}"
+            break
+        except (OSError, ValueError, KeyError, TypeError):
+            time.sleep(0.02)
     waited = f" (waited {timeout:g}s)" if timeout else ""
     return (
         f"sink lock {path} is held by {who}{waited}; wait for it to finish, "
