@@ -22,12 +22,14 @@ import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from quietserver import QuietServer
 
 TOKEN = "FaultTest0-0123456789abcdefABCDEF"
 KEYSYNC = str(Path(sys.executable).with_name("keysync"))
@@ -533,16 +535,6 @@ def test_interrupt_finishes_in_flight_creates_and_exits_130(world: Any, signum: 
     assert resumed.code == 0, ws.explain(resumed)
     ws.assert_converged(keys)
     ws.assert_no_leaks()
-
-
-class QuietServer(ThreadingHTTPServer):
-    """A threaded server that takes a client hanging up mid-answer as news, not as an error."""
-
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], OSError):
-            super().handle_error(request, client_address)
 
 
 class StalledCoder:

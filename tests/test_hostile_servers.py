@@ -16,11 +16,13 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
 import pytest
+
+from quietserver import QuietServer, Seen
 
 TOKEN = "HostileT0k-0123456789abcdefABCDEF"
 KEYSYNC = str(Path(sys.executable).with_name("keysync"))
@@ -35,24 +37,7 @@ LISTED = {
 }
 
 
-@dataclass
-class Seen:
-    method: str
-    path: str
-    headers: dict[str, str]
-
-
 Answer = Callable[[BaseHTTPRequestHandler], None]
-
-
-class QuietServer(ThreadingHTTPServer):
-    """A threaded server that takes a client hanging up mid-answer as news, not as an error."""
-
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], OSError):
-            super().handle_error(request, client_address)
 
 
 class HostileServer:

@@ -24,27 +24,12 @@ from typing import Any
 import pytest
 import trustme
 
+from quietserver import QuietServer, Seen
+
 TOKEN = "TransportT-0123456789abcdefABCDEF"
 KEYSYNC = str(Path(sys.executable).with_name("keysync"))
 COLLECTION = "/api/v2/ai-gateway/keys"
 TOKEN_HEADER = "Coder-Session-Token"
-
-
-@dataclass
-class Seen:
-    method: str
-    path: str
-    headers: dict[str, str]
-
-
-class QuietServer(ThreadingHTTPServer):
-    """A threaded server that takes a client hanging up mid-answer as news, not as an error."""
-
-    daemon_threads = True
-
-    def handle_error(self, request: Any, client_address: Any) -> None:
-        if not isinstance(sys.exc_info()[1], OSError):
-            super().handle_error(request, client_address)
 
 
 class FakeCoder:

@@ -77,6 +77,12 @@ def _replace_covered(text: str, covered: list[bool]) -> str:
     return "".join(parts)
 
 
+def header_safe(value: str) -> bool:
+    """Whether a token can go into an HTTP header as it is: printable ASCII, no spaces. Checked
+    when a token is read, so that no HTTP library gets to quote a bad one in an error."""
+    return all("!" <= char <= "~" for char in value)
+
+
 def looks_secret(text: str) -> bool:
     return _SECRET_LIKE.search(text) is not None
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keysync.errors import UsageError
-from keysync.secret import Secret
+from keysync.secret import Secret, header_safe
 
 if TYPE_CHECKING:
     from keysync.client import CoderClient
@@ -143,8 +143,6 @@ def read_token(token_file: Path | None) -> Secret:
 
 
 def _checked_token(token: str, where: str) -> Secret:
-    """A token goes into an HTTP header: printable ASCII without spaces, or it is refused here,
-    before an HTTP library could quote it in an error."""
-    if not all("!" <= char <= "~" for char in token):
+    if not header_safe(token):
         raise UsageError(f"{where}: the token holds spaces, line breaks or non-ASCII characters")
     return Secret(token)

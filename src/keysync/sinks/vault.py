@@ -25,7 +25,7 @@ import httpx
 from keysync.errors import SinkError
 from keysync.keys import SecretRecord, SinkView, StoredEntry
 from keysync.names import name_problem
-from keysync.secret import Secret, mask
+from keysync.secret import Secret, header_safe, mask
 from keysync.sinkconfig import VaultAuthConfig, VaultSinkConfig
 from keysync.sinks.base import SinkContext
 
@@ -402,7 +402,7 @@ def _read_secret_file(path: Path, setting: str) -> Secret:
 
 
 def _header_safe(value: str, where: str) -> Secret:
-    if not all("!" <= char <= "~" for char in value):
+    if not header_safe(value):
         raise SinkError(f"vault sink: {where}: holds spaces, line breaks or non-ASCII characters")
     return Secret(value)
 

@@ -1,0 +1,27 @@
+"""Small loopback HTTP servers for tests that play a misbehaving or scripted Coder."""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+from http.server import ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Seen:
+    """One request a test server received."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+
+
+class QuietServer(ThreadingHTTPServer):
+    """A threaded server that takes a client hanging up mid-answer as news, not as an error."""
+
+    daemon_threads = True
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        if not isinstance(sys.exc_info()[1], OSError):
+            super().handle_error(request, client_address)
