@@ -28,13 +28,13 @@ from keysync.keys import CreatedKey, LiveKey
 from keysync.names import name_problem
 from keysync.retry import UNKNOWN_OUTCOME_STATUS, Backoff, rate_limit_wait
 from keysync.secret import Secret, mask, redact_secret_like
+from keysync.wire import Wire
 
 COLLECTIONS = {
     "ai-gateway-keys": "/api/v2/ai-gateway/keys",
     "aibridge-keys": "/api/v2/aibridge/keys",
     "coderd-keys": "/api/v2/aibridge/coderd-keys",
 }
-MAX_BODY = 64 << 20
 log = logging.getLogger("keysync")
 _LIVE_LIST = TypeAdapter(list[LiveKey])
 _DEFAULT_BACKOFF = Backoff()
@@ -110,31 +110,8 @@ class CoderClient:
         self._api = None if settings.api == "auto" else settings.api
         self._first_list: list[LiveKey] | None = None
         self._pace = _Pacer(sleep, enabled=not settings.bypass_rate_limit)
-        self._transport = transport
-        self._verify = _tls_context(settings.ca_cert) if self.url.startswith("https:") else False
-        # One connection pool per thread: a pool shared by many threads serialises them on its
-        # lock, twice a request, which costs a CPU-bound apply a third of its throughput.
-        self._local = threading.local()
-        self._clients: list[httpx.Client] = []
-        self._clients_lock = threading.Lock()
-
-    @property
-    def _http(self) -> httpx.Client:
-        client: httpx.Client | None = getattr(self._local, "client", None)
-        if client is None:
-            client = httpx.Client(
-                base_url=self.url,
-                transport=self._transport,
-                timeout=self._settings.timeout,
-                verify=self._verify,
-                follow_redirects=False,
-                headers=self._headers(),
-                limits=httpx.Limits(max_connections=2, max_keepalive_connections=2),
-            )
-            self._local.client = client
-            with self._clients_lock:
-                self._clients.append(client)
-        return client
+        verify = _tls_context(settings.ca_cert) if self.url.startswith("https:") else False
+        self._wire = Wire(self.url, self._headers(), settings.timeout, verify, transport)
 
     def _headers(self) -> dict[str, str]:
         headers = {
@@ -150,10 +127,7 @@ class CoderClient:
         return f"CoderClient(url={self.url!r}, api={self._api!r})"
 
     def close(self) -> None:
-        with self._clients_lock:
-            clients, self._clients = self._clients, []
-        for client in clients:
-            client.close()
+        self._wire.close()
 
     @property
     def api(self) -> str:
@@ -225,9 +199,11 @@ class CoderClient:
         while True:
             self._pace.before_request()
             try:
-                response, body = self._exchange(method, path, payload)
+                response, body = self._wire.exchange(method, path, payload)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
-                failure: Exception = e.TransportError(f"cannot reach {self.url}: {self._reason(exc)}")
+                failure: Exception = e.TransportError(
+                    f"cannot reach {self.url}{self._wire.route}: {self._reason(exc)}"
+                )
                 if "CERTIFICATE_VERIFY_FAILED" in str(exc):  # retrying cannot fix a certificate
                     raise e.TransportError(
                         f"{self.url}: TLS certificate not trusted ({self._reason(exc)}); pass --ca-cert"
@@ -269,17 +245,6 @@ class CoderClient:
             if wait is not None
             else self._backoff.delay(attempt + 2, self._rng)
         )
-
-    def _exchange(self, method: str, path: str, payload: Any) -> tuple[httpx.Response, bytes]:
-        with self._http.stream(method, path, json=payload) as response:
-            body = bytearray()
-            for chunk in response.iter_bytes():
-                body += chunk
-                if len(body) > MAX_BODY:
-                    raise e.MalformedResponseError(
-                        f"{method} {path}: coderd sent more than {MAX_BODY >> 20} MiB"
-                    )
-            return response, bytes(body)
 
 
 class _Pacer:

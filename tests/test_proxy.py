@@ -1,0 +1,117 @@
+"""keysync reaches Coder through the proxy that HTTP(S)_PROXY / ALL_PROXY name, unless NO_PROXY says not.
+
+A small relay on 127.0.0.1 plays the proxy: it takes each absolute-form request, notes its target
+and forwards it to the real dev server.
+"""
+
+from __future__ import annotations
+
+import http.client
+import threading
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from conftest import Cli
+from quietserver import QuietServer
+
+MANIFEST = "version: 1\nsink: {type: file, path: secrets.json}\nkeys: [alpha, beta]\n"
+
+
+class Relay:
+    def __init__(self) -> None:
+        self.targets: list[str] = []
+        relay = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                relay.targets.append(f"{self.command} {self.path}")
+                target = urlsplit(self.path)
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
+                headers = {k: v for k, v in self.headers.items() if k.lower() != "proxy-connection"}
+                upstream.request(self.command, target.path, body=body or None, headers=headers)
+                answer = upstream.getresponse()
+                data = answer.read()
+                self.send_response(answer.status)
+                for name, value in answer.getheaders():
+                    if name.lower() not in ("content-length", "connection", "transfer-encoding"):
+                        self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+                upstream.close()
+
+            do_POST = do_DELETE = do_GET
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._httpd = QuietServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_port}"
+        threading.Thread(target=self._httpd.serve_forever, daemon=True).start()
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+@pytest.fixture
+def relay() -> Iterator[Relay]:
+    proxy = Relay()
+    yield proxy
+    proxy.stop()
+
+
+@pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
+def test_every_request_goes_through_the_proxy(cli: Cli, relay: Relay, variable: str) -> None:
+    cli.write_manifest(MANIFEST)
+    cli.env[variable] = relay.url
+
+    run = cli("apply", "--auto-approve")
+
+    assert run.code == 0, run
+    url = cli.env["CODER_URL"]
+    methods = [target.split()[0] for target in relay.targets]
+    assert all(target.split()[1].startswith(f"{url}/api/v2/") for target in relay.targets), relay.targets
+    assert methods.count("GET") >= 1 and methods.count("POST") == 2, relay.targets
+    assert cli("plan", "--detailed-exitcode").code == 0
+
+
+def test_no_proxy_sends_requests_straight_to_coder(cli: Cli, relay: Relay) -> None:
+    cli.write_manifest(MANIFEST)
+    cli.env.update(HTTP_PROXY=relay.url, NO_PROXY="127.0.0.1,localhost")
+
+    run = cli("apply", "--auto-approve")
+
+    assert run.code == 0, run
+    assert relay.targets == []
+
+
+def test_an_unreachable_proxy_is_one_clear_error(cli: Cli) -> None:
+    cli.write_manifest(MANIFEST)
+    cli.env["HTTP_PROXY"] = "http://proxyuser:Pr0xyPassw0rd@127.0.0.1:9"  # discard port: nothing listens
+
+    run = cli("plan")
+
+    assert run.code == 1
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr, run
+    assert f"cannot reach {cli.env['CODER_URL']} through the proxy http://127.0.0.1:9:" in run.stderr
+    assert "Pr0xyPassw0rd" not in run.stderr and "proxyuser" not in run.stderr
+
+
+def test_a_proxy_keysync_cannot_use_is_refused_before_any_request(cli: Cli) -> None:
+    cli.write_manifest(MANIFEST)
+    cli.env["ALL_PROXY"] = "ftp://someone:Pr0xyPassw0rd@127.0.0.1:2121"
+
+    run = cli("plan")
+
+    assert run.code == 1
+    assert run.stderr.startswith("keysync: error: cannot use the proxy ftp://127.0.0.1:2121 "), run
+    assert "Pr0xyPassw0rd" not in run.stderr and "someone" not in run.stderr
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
