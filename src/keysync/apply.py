@@ -5,10 +5,8 @@ The Coder API and the sink come in as small protocols, so this module does no I/
 
 from __future__ import annotations
 
-import queue
 import threading
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -76,6 +74,17 @@ class ApplyReport:
         return {**counts, "failed": len(self.failed)}
 
 
+@dataclass
+class _Shift:
+    """What the worker threads of one apply share."""
+
+    pending: Iterator[Action]
+    report: ApplyReport
+    taking: threading.Lock = field(default_factory=threading.Lock)
+    reporting: threading.Lock = field(default_factory=threading.Lock)
+    failures: list[BaseException] = field(default_factory=list)
+
+
 class Applier:
     def __init__(
         self,
@@ -100,53 +109,49 @@ class Applier:
 
     def apply(self, plan: Plan) -> ApplyReport:
         report = ApplyReport()
-        pending = iter(plan.actions)
-        finished: queue.SimpleQueue[Outcome | Action] = queue.SimpleQueue()
-        in_flight = 0
-        with ThreadPoolExecutor(self._in_flight_limit, thread_name_prefix="keysync-apply") as pool:
-            in_flight += self._fill(pool, finished, pending, in_flight)
-            while in_flight:
-                try:
-                    outcome = finished.get(timeout=0.2)  # wakes up to notice an interrupt
-                except queue.Empty:
-                    continue
-                in_flight -= 1
-                if isinstance(outcome, Action):
-                    report.not_started.append(outcome)
-                else:
-                    report.outcomes.append(outcome)
-                    self._on_outcome(outcome)
-                in_flight += self._fill(pool, finished, pending, in_flight)
-        report.not_started += list(pending)
+        shift = _Shift(iter(plan.actions), report)
+        workers = [
+            threading.Thread(target=self._work, args=(shift,), name=f"keysync-apply-{i}", daemon=True)
+            for i in range(min(self._in_flight_limit, len(plan.actions)))
+        ]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            while worker.is_alive():
+                worker.join(0.2)  # wakes up to notice an interrupt
+        if shift.failures:
+            raise shift.failures[0]
+        report.not_started += list(shift.pending)
         report.interrupted = self._stop.is_set()
         if not report.interrupted:
             report.cleanup_errors = self._remove_stale(plan.stale_records)
         return report
 
-    def _fill(
-        self,
-        pool: ThreadPoolExecutor,
-        finished: queue.SimpleQueue[Outcome | Action],
-        pending: Iterator[Action],
-        in_flight: int,
-    ) -> int:
-        """Starts actions up to the in-flight limit; returns how many it started."""
-        started = 0
-        while in_flight + started < self._in_flight_limit and not self._stop.is_set():
-            action = next(pending, None)
+    def _work(self, shift: _Shift) -> None:
+        """Takes actions until none are left: no thread hands an action or an outcome to another."""
+        while not self._stop.is_set():
+            with shift.taking:
+                action = next(shift.pending, None)
             if action is None:
-                break
-            pool.submit(self._task, action, finished)
-            started += 1
-        return started
+                return
+            result = self._task(action)
+            with shift.reporting:
+                if isinstance(result, Action):
+                    shift.report.not_started.append(result)
+                    continue
+                shift.report.outcomes.append(result)
+                try:
+                    self._on_outcome(result)
+                except BaseException as exc:  # raised again in the thread that called apply
+                    shift.failures.append(exc)
+                    self._stop.set()
 
-    def _task(self, action: Action, finished: queue.SimpleQueue[Outcome | Action]) -> None:
-        """Always reports back, so that a bug in one action fails that action, not the apply."""
+    def _task(self, action: Action) -> Outcome | Action:
+        """Always an answer, so that a bug in one action fails that action, not the apply."""
         try:
-            result = self._run(action)
+            return self._run(action)
         except Exception as exc:
-            result = Outcome(action, error=f"internal error (a bug, please report it): {type(exc).__name__}")
-        finished.put(result)
+            return Outcome(action, error=f"internal error (a bug, please report it): {type(exc).__name__}")
 
     def _run(self, action: Action) -> Outcome | Action:
         """The outcome of an action, or the action itself when an interrupt came first."""
