@@ -546,6 +546,21 @@ def test_latency_is_added_to_each_request(connect: Callable[..., Api]) -> None:
     assert time.perf_counter() - started >= 0.12
 
 
+def test_a_change_lands_halfway_through_the_latency(connect: Callable[..., Api], tmp_path: Path) -> None:
+    """Like a server latency/2 away each way: the key exists before its creator has the answer."""
+    state = tmp_path / "state.json"
+    api = connect(latency_ms=1000, state=state)
+    creating = threading.Thread(target=api.created, args=("alpha",))
+    started = time.perf_counter()
+    creating.start()
+    time.sleep(0.75)  # the create lands at 0.5 s; its answer leaves at 1 s
+
+    assert creating.is_alive()
+    assert "alpha" in state.read_text()
+    creating.join()
+    assert time.perf_counter() - started >= 1.0
+
+
 # State and seed
 
 

@@ -354,8 +354,8 @@ def _replace_flags(names_to_replace: list[str]) -> list[str]:
 def _settle(ws: Workspace) -> None:
     """Waits until the server has finished what the dead process had in flight, as Coder would.
 
-    The dev server sleeps its latency before handling a request, so a list that starts after the
-    kill sees what those requests did; two equal lists in a row say nothing more is coming.
+    The dev server handles a request half its latency after it arrived, so a list that starts after
+    the kill sees what those requests did; two equal lists in a row say nothing more is coming.
     """
     time.sleep(0.1)
     before = ws.server.live()

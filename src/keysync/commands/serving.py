@@ -29,7 +29,13 @@ from keysync.commands import boundary
     type=click.Path(dir_okay=False, path_type=Path),
     help="Persist keys (hashed secrets only) in this file.",
 )
-@click.option("--latency-ms", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option(
+    "--latency-ms",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="Answer each request this long after it arrived; its change lands halfway.",
+)
 @click.option(
     "--fail-rate",
     type=click.FloatRange(0, 1),

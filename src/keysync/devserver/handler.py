@@ -21,7 +21,7 @@ class DevRequestHandler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive, so clients reuse connections as with Coder
     server_version = "keysync-devserver"
     sys_version = ""
-    # Headers and body go out in two writes; without this, Nagle holds the second one back.
+    # Error pages (send_error) go out in two writes; without this, Nagle holds the second one back.
     disable_nagle_algorithm = True
     server: DevHTTPServer
 
@@ -49,8 +49,11 @@ class DevRequestHandler(BaseHTTPRequestHandler):
             self.send_error(exc.status, str(exc))
             self.server.log.request(self.command, path, str(exc.status), 0.0)
             return
-        self.server.pause()
+        # Like a server latency/2 away each way: the change lands halfway, the answer leaves once the
+        # whole latency has passed since arrival, whatever the handling took.
+        self.server.wait_until(started, 0.5)
         response = self._respond(Request(self.command, path, self._header_map(), body, self._ip()))
+        self.server.wait_until(started, 1.0)
         # Logged before the answer goes out: once a client has its answer, the line is written.
         outcome = "dropped" if response.drop else str(response.status)
         self.server.log.request(self.command, path, outcome, time.perf_counter() - started)
@@ -73,16 +76,20 @@ class DevRequestHandler(BaseHTTPRequestHandler):
         return str(self.client_address[0])
 
     def _send(self, response: Response) -> None:
-        self.send_response(response.status)
-        for name, value in response.headers.items():
-            self.send_header(name, value)
+        """The status line, headers and body in one write, as Go's buffered writer sends them."""
+        phrase = self.responses.get(response.status, ("",))[0]
+        head = [
+            f"{self.protocol_version} {response.status} {phrase}",
+            f"Server: {self.version_string()}",
+            f"Date: {self.date_time_string()}",
+            *(f"{name}: {value}" for name, value in response.headers.items()),
+        ]
         if response.status != 204:  # RFC 9110: no Content-Length on 204
-            self.send_header("Content-Length", str(len(response.body)))
+            head.append(f"Content-Length: {len(response.body)}")
         if self.close_connection:
-            self.send_header("Connection", "close")
-        self.end_headers()
-        if self.command != "HEAD" and response.body:
-            self.wfile.write(response.body)
+            head.append("Connection: close")
+        body = response.body if self.command != "HEAD" else b""
+        self.wfile.write("\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body)
 
     def _drop(self) -> None:
         # The create is committed; the client sees the peer close with no answer at all.

@@ -67,9 +67,11 @@ class DevHTTPServer(ThreadingHTTPServer):
         self.server_name = str(self.server_address[0])
         self.server_port = int(self.server_address[1])
 
-    def pause(self) -> None:
-        if self._latency:
-            time.sleep(self._latency)
+    def wait_until(self, arrived: float, share: float) -> None:
+        """Sleeps until `share` of the latency has passed since the request arrived."""
+        delay = arrived + self._latency * share - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
 
     def track(self, connection: socket.socket) -> None:
         with self._connections_lock:

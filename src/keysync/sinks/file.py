@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import json
 import re
 import threading
@@ -34,7 +35,7 @@ class FileSink:
         self._url = context.coderd_url
         self.path = context.resolve(config.path)
         self._records: dict[str, SecretRecord] | None = None
-        self._encoded: dict[str, str] = {}  # each record's JSON, so a flush only joins strings
+        self._lines: _SortedLines | None = None  # built at the first JSON flush, then kept up to date
         self._directory_ready = False
         self._guard = threading.Lock()
         self._commit = GroupCommit(self._render, self._write)
@@ -113,20 +114,23 @@ class FileSink:
 
     def _put(self, records: dict[str, SecretRecord], record: SecretRecord) -> None:
         records[record.name] = record
-        self._encoded[record.name] = _line(record)
+        if self._lines is not None:
+            self._lines.put(record.name, _line(record))
 
     def _drop(self, records: dict[str, SecretRecord], name: str) -> None:
         records.pop(name, None)
-        self._encoded.pop(name, None)
+        if self._lines is not None:
+            self._lines.drop(name)
 
     def _render(self) -> bytes:
         if self._config.format == "env":
             records = dict(sorted((self._records or {}).items()))
             return _render_env(self._url, records, self._config.prefix).encode()
-        for name, record in (self._records or {}).items():
-            if name not in self._encoded:
-                self._encoded[name] = _line(record)
-        return _render_json(self._url, self._encoded).encode()
+        if self._lines is None:
+            self._lines = _SortedLines()
+            for name, record in (self._records or {}).items():
+                self._lines.put(name, _line(record))
+        return _render_json(self._url, self._lines.joined()).encode()
 
     def _write(self, data: bytes) -> None:
         if not self._directory_ready:
@@ -143,9 +147,32 @@ def _line(record: SecretRecord) -> str:
     return f"    {json.dumps(record.name)}: {json.dumps(record.document())}"
 
 
-def _render_json(url: str, lines_by_name: dict[str, str]) -> str:
-    """The document, one record a line: re-encoding only what changed keeps big flushes cheap."""
-    lines = ",\n".join([lines_by_name[name] for name in sorted(lines_by_name)])
+class _SortedLines:
+    """Each record's JSON line in name order: a flush joins strings and re-encodes nothing."""
+
+    def __init__(self) -> None:
+        self._names: list[str] = []
+        self._lines: list[str] = []
+
+    def put(self, name: str, line: str) -> None:
+        at = bisect.bisect_left(self._names, name)
+        if at < len(self._names) and self._names[at] == name:
+            self._lines[at] = line
+        else:
+            self._names.insert(at, name)
+            self._lines.insert(at, line)
+
+    def drop(self, name: str) -> None:
+        at = bisect.bisect_left(self._names, name)
+        if at < len(self._names) and self._names[at] == name:
+            del self._names[at], self._lines[at]
+
+    def joined(self) -> str:
+        return ",\n".join(self._lines)
+
+
+def _render_json(url: str, lines: str) -> str:
+    """The document, one record a line."""
     keys = f"{{\n{lines}\n  }}" if lines else "{}"
     return f'{{\n  "version": 1,\n  "coderd_url": {json.dumps(url)},\n  "keys": {keys}\n}}\n'
 
