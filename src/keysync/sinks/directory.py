@@ -19,7 +19,7 @@ from keysync.sinks.durable import (
     file_lock,
     probe_writable,
 )
-from keysync.sinks.file import drop
+from keysync.sinks.recordlines import RecordLines
 
 SIDECAR = ".keysync.json"
 
@@ -31,6 +31,7 @@ class DirectorySink:
         self._url = context.coderd_url
         self.path = context.resolve(config.path)
         self._meta: dict[str, dict[str, str]] | None = None
+        self._lines: RecordLines | None = None  # the sidecar's, built at its first flush
         self._guard = threading.Lock()
         self._commit = GroupCommit(self._render_sidecar, self._write_sidecar)
 
@@ -69,7 +70,7 @@ class DirectorySink:
         # The secret file is synced by itself; the sidecar's group commit syncs the directory.
         atomic_write(path, record.key.reveal().encode(), sync_directory=False)
         try:
-            self._commit.commit(lambda: meta.__setitem__(record.name, record.public()))
+            self._commit.commit(lambda: self._set(meta, record.name, record.public()))
         except SinkError:
             self._restore(record.name, *previous)
             raise
@@ -82,13 +83,7 @@ class DirectorySink:
         else:
             atomic_write(self._file(name), secret.encode())
 
-        def put_back() -> None:
-            if entry is None:
-                meta.pop(name, None)
-            else:
-                meta[name] = entry
-
-        self._commit.mutate(put_back)
+        self._commit.mutate(lambda: self._set(meta, name, entry))
 
     def remove(self, name: str, key_id: str = "") -> None:
         meta = self._load()
@@ -96,7 +91,7 @@ class DirectorySink:
             self._file(name).unlink(missing_ok=True)
         except OSError as exc:
             raise SinkError(f"cannot remove {self._file(name)}: {exc.strerror}") from None
-        self._commit.commit(lambda: drop(meta, name))
+        self._commit.commit(lambda: self._set(meta, name, None))
 
     def _file(self, name: str) -> Path:
         if name_problem(name):  # a file name must never leave the directory
@@ -136,10 +131,22 @@ class DirectorySink:
             )
         return keys
 
-    def _render_sidecar(self) -> bytes:
-        keys = dict(sorted((self._meta or {}).items()))
-        return (json.dumps({"version": 1, "coderd_url": self._url, "keys": keys}, indent=2) + "\n").encode()
+    def _set(self, meta: dict[str, dict[str, str]], name: str, entry: dict[str, str] | None) -> None:
+        """Sets (or with None, drops) a key's sidecar entry; called under the commit's lock."""
+        if entry is None:
+            meta.pop(name, None)
+        else:
+            meta[name] = entry
+        if self._lines is not None and entry is None:
+            self._lines.drop(name)
+        elif self._lines is not None and entry is not None:
+            self._lines.put(name, entry)
 
-    def _write_sidecar(self, data: bytes) -> None:
+    def _render_sidecar(self) -> list[bytes]:
+        if self._lines is None:
+            self._lines = RecordLines((self._meta or {}).items())
+        return self._lines.document(self._url)
+
+    def _write_sidecar(self, data: list[bytes]) -> None:
         ensure_directory(self.path)
         atomic_write(self.path / SIDECAR, data)

@@ -8,14 +8,17 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from keysync.errors import LockHeldError, SinkError
 
 _counter = iter(range(1 << 62))
+Snapshot = TypeVar("Snapshot")
+_IOV_MAX = 1024  # POSIX's floor for the pieces one writev may take
 
 
 def ensure_directory(path: Path) -> None:
@@ -35,16 +38,15 @@ def ensure_directory(path: Path) -> None:
         raise SinkError(f"cannot create directory {exc.filename or path}: {exc.strerror}") from None
 
 
-def atomic_write(path: Path, data: bytes, sync_directory: bool = True) -> None:
-    """Replaces path with data, mode 0600 whatever the umask; durable on return."""
+def atomic_write(path: Path, data: bytes | Sequence[bytes], sync_directory: bool = True) -> None:
+    """Replaces path with data (bytes, or pieces written in order), mode 0600 whatever the umask;
+    durable on return."""
     temp = path.with_name(f".{path.name}.{os.getpid()}.{next(_counter)}.tmp")
     try:
         fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             os.fchmod(fd, 0o600)
-            view = memoryview(data)
-            while view:
-                view = view[os.write(fd, view) :]
+            _write_all(fd, [data] if isinstance(data, bytes) else data)
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -54,6 +56,17 @@ def atomic_write(path: Path, data: bytes, sync_directory: bool = True) -> None:
     except OSError as exc:
         temp.unlink(missing_ok=True)
         raise SinkError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _write_all(fd: int, pieces: Sequence[bytes]) -> None:
+    """Writes the pieces in order, a gathered write at a time, without joining them first."""
+    for start in range(0, len(pieces), _IOV_MAX):
+        batch = pieces[start : start + _IOV_MAX]
+        written = os.writev(fd, batch)
+        if written < sum(len(piece) for piece in batch):  # a short write: rare, finish it plainly
+            view = memoryview(b"".join(batch))[written:]
+            while view:
+                view = view[os.write(fd, view) :]
 
 
 def fsync_directory(path: Path) -> None:
@@ -138,7 +151,7 @@ class _Batch:
         self.error: BaseException | None = None
 
 
-class GroupCommit:
+class GroupCommit(Generic[Snapshot]):
     """Makes concurrent updates durable together: one flush covers every update made before it.
 
     `commit(update)` applies `update` under the lock and returns once a flush that started after
@@ -147,7 +160,7 @@ class GroupCommit:
     """
 
     def __init__(
-        self, snapshot: Callable[[], bytes], flush: Callable[[bytes], None], linger: float = 0.002
+        self, snapshot: Callable[[], Snapshot], flush: Callable[[Snapshot], None], linger: float = 0.002
     ) -> None:
         self._snapshot = snapshot
         self._flush = flush

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import bisect
 import json
 import re
 import threading
@@ -22,6 +21,7 @@ from keysync.sinks.durable import (
     file_lock,
     probe_writable,
 )
+from keysync.sinks.recordlines import RecordLines
 
 _HEADER = "# keysync coderd_url="
 _META = "# keysync key "
@@ -35,7 +35,7 @@ class FileSink:
         self._url = context.coderd_url
         self.path = context.resolve(config.path)
         self._records: dict[str, SecretRecord] | None = None
-        self._lines: _SortedLines | None = None  # built at the first JSON flush, then kept up to date
+        self._lines: RecordLines | None = None  # built at the first JSON flush, then kept up to date
         self._directory_ready = False
         self._guard = threading.Lock()
         self._commit = GroupCommit(self._render, self._write)
@@ -115,66 +115,26 @@ class FileSink:
     def _put(self, records: dict[str, SecretRecord], record: SecretRecord) -> None:
         records[record.name] = record
         if self._lines is not None:
-            self._lines.put(record.name, _line(record))
+            self._lines.put(record.name, record.document())
 
     def _drop(self, records: dict[str, SecretRecord], name: str) -> None:
         records.pop(name, None)
         if self._lines is not None:
             self._lines.drop(name)
 
-    def _render(self) -> bytes:
+    def _render(self) -> list[bytes]:
+        records = self._records or {}
         if self._config.format == "env":
-            records = dict(sorted((self._records or {}).items()))
-            return _render_env(self._url, records, self._config.prefix).encode()
+            return [_render_env(self._url, dict(sorted(records.items())), self._config.prefix).encode()]
         if self._lines is None:
-            self._lines = _SortedLines()
-            for name, record in (self._records or {}).items():
-                self._lines.put(name, _line(record))
-        return _render_json(self._url, self._lines.joined()).encode()
+            self._lines = RecordLines((name, record.document()) for name, record in records.items())
+        return self._lines.document(self._url)
 
-    def _write(self, data: bytes) -> None:
+    def _write(self, data: list[bytes]) -> None:
         if not self._directory_ready:
             ensure_directory(self.path.parent)
             self._directory_ready = True
         atomic_write(self.path, data)
-
-
-def drop(records: dict[str, Any], name: str) -> None:
-    records.pop(name, None)
-
-
-def _line(record: SecretRecord) -> str:
-    return f"    {json.dumps(record.name)}: {json.dumps(record.document())}"
-
-
-class _SortedLines:
-    """Each record's JSON line in name order: a flush joins strings and re-encodes nothing."""
-
-    def __init__(self) -> None:
-        self._names: list[str] = []
-        self._lines: list[str] = []
-
-    def put(self, name: str, line: str) -> None:
-        at = bisect.bisect_left(self._names, name)
-        if at < len(self._names) and self._names[at] == name:
-            self._lines[at] = line
-        else:
-            self._names.insert(at, name)
-            self._lines.insert(at, line)
-
-    def drop(self, name: str) -> None:
-        at = bisect.bisect_left(self._names, name)
-        if at < len(self._names) and self._names[at] == name:
-            del self._names[at], self._lines[at]
-
-    def joined(self) -> str:
-        return ",\n".join(self._lines)
-
-
-def _render_json(url: str, lines: str) -> str:
-    """The document, one record a line."""
-    keys = f"{{\n{lines}\n  }}" if lines else "{}"
-    return f'{{\n  "version": 1,\n  "coderd_url": {json.dumps(url)},\n  "keys": {keys}\n}}\n'
 
 
 def _parse_json(text: str) -> tuple[str, dict[str, SecretRecord]]:
