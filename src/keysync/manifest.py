@@ -62,10 +62,14 @@ class Policy(_Strict):
 
     def ignores(self, name: str) -> bool:
         """Whether a key, or the logical key a generation `name-rK` belongs to, is ignored."""
-        return _matches(name, self.ignore) or _matches(logical_name(name), self.ignore)
+        return bool(self.ignore) and (
+            _matches(name, self.ignore) or _matches(logical_name(name), self.ignore)
+        )
 
     def protects(self, name: str) -> bool:
-        return _matches(name, self.protect) or _matches(logical_name(name), self.protect)
+        return bool(self.protect) and (
+            _matches(name, self.protect) or _matches(logical_name(name), self.protect)
+        )
 
 
 class KeySpec(_Strict):

@@ -23,6 +23,7 @@ _MAX_ALIAS_EXPANSIONS = 20_000
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
+_STR_TAG = "tag:yaml.org,2002:str"
 
 
 class YamlError(Exception):
@@ -131,6 +132,8 @@ class _Builder:
         return result
 
     def _scalar(self, node: ScalarNode) -> Any:
+        if node.tag == _STR_TAG:  # most of a manifest: spare the constructor's dispatch
+            return node.value
         if not node.tag.startswith("tag:yaml.org,2002:") or node.tag.endswith(("binary", "set")):
             raise YamlError(node.start_mark.line + 1, f"tag {node.tag!r} is not allowed")
         try:
