@@ -28,6 +28,7 @@ from results import AltRow, Results, Row, Sizes, verdict
 
 LATENCY_TARGET = 1.15
 CPU_TARGET = 0.80
+GROWTH_TARGET = 1.25
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,31 @@ def cpu_bound(sizes: Sizes, results: Results) -> None:
             + (f" ({failures} failed bare requests)" if failures else ""),
             f">= {CPU_TARGET:.0%}",
             verdict(ratio >= CPU_TARGET),
+        )
+    )
+
+
+def growth(sizes: Sizes, results: Results) -> None:
+    """Group commit at growing sizes: a flush rewrites the whole document, yet a create must not
+    cost more as the sink fills up (no quadratic growth)."""
+    p = sizes.cpu_parallelism
+    per_create: dict[int, list[float]] = {}
+    for n in sizes.growth_keys:
+        for i in range(sizes.runs):
+            log(f"growth: {n:,} creates, --parallelism {p}, run {i + 1}/{sizes.runs}")
+            run = fresh_apply(key_names(n), p, 0)
+            per_create.setdefault(n, []).append(run.beyond_plan / n)
+    smallest, largest = min(per_create), max(per_create)
+    ratio = median(per_create[largest]) / median(per_create[smallest])
+    figures = "; ".join(f"{n:,}: {spread(v, 1000, 2)} ms" for n, v in per_create.items())
+    results.rows.append(
+        Row(
+            f"Group commit as the sink grows: {' / '.join(f'{n:,}' for n in per_create)} creates, "
+            f"--latency-ms 0, --parallelism {p}, file sink",
+            "ms per create during apply ((apply - plan) / N); ratio largest / smallest",
+            f"{figures} = **{ratio:.2f}x**",
+            f"<= {GROWTH_TARGET}x (linear)",
+            verdict(ratio <= GROWTH_TARGET),
         )
     )
 

@@ -19,6 +19,7 @@ class Sizes:
     latency_parallelism: int = 16
     cpu_keys: int = 2000
     cpu_parallelism: int = 32
+    growth_keys: tuple[int, ...] = (1000, 4000, 8000)
     hammer_keys: int = 1000
     hammer_requests: int = 2000
     hammer_parallelism: int = 64
@@ -32,6 +33,7 @@ QUICK = Sizes(
     runs=1,
     latency_keys=64,
     cpu_keys=300,
+    growth_keys=(200, 800),
     hammer_keys=200,
     hammer_requests=300,
     startup_reps=5,

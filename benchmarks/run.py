@@ -18,13 +18,21 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from apply_scenarios import Latency, alternatives, cpu_bound, latency_bound, server_load, warm_up
+from apply_scenarios import (
+    Latency,
+    alternatives,
+    cpu_bound,
+    growth,
+    latency_bound,
+    server_load,
+    warm_up,
+)
 from harness import BenchError, log
 from read_scenarios import scale, startup
 from report import load_average, render
 from results import ERROR, QUICK, Results, Row, Sizes
 
-SCENARIOS = ("latency", "cpu", "load", "startup", "scale", "alternatives")
+SCENARIOS = ("latency", "cpu", "growth", "load", "startup", "scale", "alternatives")
 BIG_KEYS = 100_000
 
 
@@ -79,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     guarded("warm-up", warm_up)
     guarded("latency", lambda: latency.append(latency_bound(sizes, results)))
     guarded("cpu", lambda: cpu_bound(sizes, results))
+    guarded("growth", lambda: growth(sizes, results))
     guarded("load", lambda: server_load(sizes, results))
     guarded("startup", lambda: startup(sizes, results))
     for count in sizes.scale_keys:
