@@ -80,8 +80,9 @@ def render(results: Results, sizes: Sizes, command: str, seconds: float, load_be
 
 _NOTES = [
     "- *Wall* is the whole process, start-up included. *Beyond plan* is `keysync apply` wall time "
-    "minus the wall time of `keysync plan` run just before it on the same manifest and server (the "
-    "same start-up, manifest load, list and diff the apply does before its first create).",
+    "minus the wall time of the no-change `keysync plan` of the same manifest and server run just "
+    "after it (the same start-up, manifest load, list and diff the apply does before its first "
+    "create).",
     "- keysync writes each secret durably (fsync, atomic replace, group commit) before a create "
     "counts as done; the curl loops only append the response bodies to files, without fsync.",
     "- A *bare httpx loop* is p threads sharing one `httpx.Client` inside the benchmark process, "
