@@ -24,6 +24,7 @@ class DevRequestHandler(BaseHTTPRequestHandler):
     # Error pages (send_error) go out in two writes; without this, Nagle holds the second one back.
     disable_nagle_algorithm = True
     server: DevHTTPServer
+    _arrived = 0.0
 
     def setup(self) -> None:
         super().setup()
@@ -35,13 +36,17 @@ class DevRequestHandler(BaseHTTPRequestHandler):
         finally:
             self.server.untrack(self.connection)
 
+    def parse_request(self) -> bool:
+        self._arrived = time.perf_counter()  # the request line is in; the latency counts from here
+        return super().parse_request()
+
     def do_GET(self) -> None:
         self._exchange()
 
     do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = do_OPTIONS = do_GET
 
     def _exchange(self) -> None:
-        started = time.perf_counter()
+        started = self._arrived
         path = urlsplit(self.path).path
         try:
             body = read_body(self.headers, self.rfile)
