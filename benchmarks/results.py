@@ -13,7 +13,7 @@ FAILS = "❌ keysync fails"
 
 @dataclass(frozen=True)
 class Sizes:
-    runs: int = 3
+    runs: int = 5
     latency_ms: int = 20
     latency_keys: int = 400
     latency_parallelism: int = 16

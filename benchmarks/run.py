@@ -1,6 +1,6 @@
 """Benchmarks keysync against its targets and its alternatives; prints a Markdown table.
 
-    .venv/bin/python benchmarks/run.py            # full: median of 3 runs, a few minutes
+    .venv/bin/python benchmarks/run.py            # full: median of 5 runs, about four minutes
     .venv/bin/python benchmarks/run.py --quick    # smoke run, under a minute
     .venv/bin/python benchmarks/run.py --no-big   # without the no-change plan over 100,000 keys
 
@@ -40,7 +40,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--runs", type=int, help="runs per scenario; the median is reported (default 3)")
+    parser.add_argument("--runs", type=int, help="runs per scenario; the median is reported (default 5)")
     parser.add_argument("--quick", action="store_true", help="small sizes and one run: a smoke test")
     parser.add_argument(
         "--big",
