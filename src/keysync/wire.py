@@ -20,11 +20,6 @@ from keysync import errors as e
 MAX_BODY = 64 << 20
 
 
-def _unused_tls() -> ssl.SSLContext:
-    """Given to plain-http pools, which never use it: httpx would otherwise make one per pool."""
-    return httpx.create_ssl_context(verify=False)
-
-
 def environment_proxy(url: httpx.URL) -> str | None:
     """The proxy HTTP(S)_PROXY / ALL_PROXY name for url, unless NO_PROXY exempts its host."""
     proxies = urllib.request.getproxies_environment()
@@ -45,7 +40,8 @@ class Wire:
         self._base = base_url
         self._headers = {**headers, "Accept-Encoding": "gzip, deflate"}
         self._timeout = httpx.Timeout(timeout).as_dict()
-        # One TLS context for every thread's pool: making one per pool costs more than the pool.
+        # One TLS context for every thread's pool (plain-http pools never use theirs): httpx would
+        # otherwise make one per pool, which costs more than the pool.
         self._verify = (
             verify if isinstance(verify, ssl.SSLContext) else httpx.create_ssl_context(verify=False)
         )
