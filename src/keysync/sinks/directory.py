@@ -135,12 +135,12 @@ class DirectorySink:
         """Sets (or with None, drops) a key's sidecar entry; called under the commit's lock."""
         if entry is None:
             meta.pop(name, None)
+            if self._lines is not None:
+                self._lines.drop(name)
         else:
             meta[name] = entry
-        if self._lines is not None and entry is None:
-            self._lines.drop(name)
-        elif self._lines is not None and entry is not None:
-            self._lines.put(name, entry)
+            if self._lines is not None:
+                self._lines.put(name, entry)
 
     def _render_sidecar(self) -> list[bytes]:
         if self._lines is None:
