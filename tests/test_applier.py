@@ -167,3 +167,29 @@ def test_a_failing_outcome_callback_is_raised_in_the_caller(tmp_path: Path, clie
     # Actions already under way finish and keep their secrets; nothing new starts.
     assert stored_names(tmp_path) == {key.name for key in client.list_keys()}
     assert len(stored_names(tmp_path)) < 12
+
+
+def test_a_thread_that_cannot_start_stops_the_others_before_apply_raises(
+    tmp_path: Path, client: CoderClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As when the system refuses another thread: nothing may go on creating keys behind the error."""
+    started: list[threading.Thread] = []
+
+    start = threading.Thread.start
+
+    def refuse_the_third_worker(thread: threading.Thread) -> None:
+        if thread.name.startswith("keysync-apply-"):  # the dev server's threads start as usual
+            if len(started) == 2:
+                raise RuntimeError("can't start new thread")
+            started.append(thread)
+        start(thread)
+
+    monkeypatch.setattr(threading.Thread, "start", refuse_the_third_worker)
+    applier = Applier(client, sink_at(tmp_path, client.url), client.url, parallelism=4)
+
+    with pytest.raises(RuntimeError):
+        applier.apply(creates(50))
+
+    assert not any(thread.is_alive() for thread in started)
+    live = {key.name for key in client.list_keys()}
+    assert live == stored_names(tmp_path) and len(live) <= 2

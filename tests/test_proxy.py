@@ -115,3 +115,13 @@ def test_a_proxy_keysync_cannot_use_is_refused_before_any_request(cli: Cli) -> N
     assert run.stderr.startswith("keysync: error: cannot use the proxy ftp://127.0.0.1:2121 "), run
     assert "Pr0xyPassw0rd" not in run.stderr and "someone" not in run.stderr
     assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+
+
+def test_a_proxy_named_without_a_scheme_is_an_http_proxy(cli: Cli, relay: Relay) -> None:
+    cli.write_manifest(MANIFEST)
+    cli.env["HTTP_PROXY"] = relay.url.removeprefix("http://")  # host:port, as many set it
+
+    run = cli("apply", "--auto-approve")
+
+    assert run.code == 0, run
+    assert [target.split()[0] for target in relay.targets].count("POST") == 2, relay.targets

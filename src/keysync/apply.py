@@ -114,11 +114,14 @@ class Applier:
             threading.Thread(target=self._work, args=(shift,), name=f"keysync-apply-{i}", daemon=True)
             for i in range(min(self._in_flight_limit, len(plan.actions)))
         ]
-        for worker in workers:
-            worker.start()
-        for worker in workers:
-            while worker.is_alive():
-                worker.join(0.2)  # wakes up to notice an interrupt
+        try:
+            for worker in workers:
+                worker.start()
+            self._join(workers)
+        except BaseException:  # no thread left behind mid-action: stop them, let them finish
+            self._stop.set()
+            self._join([worker for worker in workers if worker.ident is not None])
+            raise
         if shift.failures:
             raise shift.failures[0]
         report.not_started += list(shift.pending)
@@ -126,6 +129,12 @@ class Applier:
         if not report.interrupted:
             report.cleanup_errors = self._remove_stale(plan.stale_records)
         return report
+
+    @staticmethod
+    def _join(workers: list[threading.Thread]) -> None:
+        for worker in workers:
+            while worker.is_alive():
+                worker.join(0.2)  # wakes up to notice an interrupt
 
     def _work(self, shift: _Shift) -> None:
         """Takes actions until none are left: no thread hands an action or an outcome to another."""

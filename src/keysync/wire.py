@@ -21,11 +21,13 @@ MAX_BODY = 64 << 20
 
 
 def environment_proxy(url: httpx.URL) -> str | None:
-    """The proxy HTTP(S)_PROXY / ALL_PROXY name for url, unless NO_PROXY exempts its host."""
-    proxies = urllib.request.getproxies_environment()
-    if proxies.get("no") and urllib.request.proxy_bypass(url.host):
+    """The proxy HTTP(S)_PROXY / ALL_PROXY (or the system's settings) name for url, unless
+    NO_PROXY exempts its host. A bare `host:port` means an http:// proxy, as for curl and httpx."""
+    proxies = urllib.request.getproxies()
+    proxy = proxies.get(url.scheme) or proxies.get("all")
+    if not proxy or urllib.request.proxy_bypass(url.host):
         return None
-    return proxies.get(url.scheme) or proxies.get("all") or None
+    return proxy if "://" in proxy else f"http://{proxy}"
 
 
 class Wire:
@@ -115,7 +117,8 @@ def _without_credentials(url: str | None) -> str:
         parts = httpx.URL(url or "")
     except httpx.InvalidURL:
         return "named in the environment"
-    return f"{parts.scheme}://{parts.host}{f':{parts.port}' if parts.port else ''}"
+    host = f"[{parts.host}]" if ":" in parts.host else parts.host
+    return f"{parts.scheme}://{host}{f':{parts.port}' if parts.port else ''}"
 
 
 def _read_bounded(response: httpx.Response, method: str, path: str) -> bytes:
