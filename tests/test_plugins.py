@@ -167,6 +167,19 @@ def test_validate_uses_the_plugins_settings_model(plugin_cli: Cli) -> None:
     assert run.code == 1 and "colour" in run.stderr, run
 
 
+def test_a_plugin_that_is_not_thread_safe_loses_nothing_to_a_parallel_apply(plugin_cli: Cli) -> None:
+    """The echo sink reads, changes and rewrites its file without a lock: keysync must not call
+    it from two threads at once, since it does not declare `concurrent_writes`."""
+    names = [f"key-{i:02d}" for i in range(40)]
+    plugin_cli.write_manifest(manifest(names, path="echo.json"))
+
+    run = plugin_cli("apply", "--auto-approve", "--parallelism", "16")
+
+    assert run.code == 0, run
+    assert sorted(json.loads((plugin_cli.cwd / "echo.json").read_text())) == names
+    assert plugin_cli("plan", "--detailed-exitcode").code == 0
+
+
 def test_apply_delivers_to_the_plugin_and_plan_reads_it_back(plugin_cli: Cli) -> None:
     plugin_cli.write_manifest(manifest(["alpha", "beta"], path="echo.json"))
 

@@ -537,3 +537,17 @@ def test_group_commit_reports_a_failed_flush_and_recovers() -> None:
     assert "No space left" in str(caught.value)
     failing[0] = False
     commit.commit(lambda: None)
+
+
+@pytest.mark.parametrize("sink_type", ["file", "directory", "exec"])
+def test_built_in_sinks_take_parallel_writes_unwrapped(tmp_path: Path, sink_type: str) -> None:
+    from keysync.sinks.base import OneWriteAtATime
+    from keysync.sinks.registry import open_sink
+
+    options = (
+        {"type": sink_type, "path": "out"} if sink_type != "exec" else {"type": "exec", "command": ["true"]}
+    )
+    sink = open_sink(options, SinkContext(base_dir=tmp_path, coderd_url=URL))
+
+    assert not isinstance(sink, OneWriteAtATime)
+    assert type(sink).concurrent_writes is True  # type: ignore[attr-defined]

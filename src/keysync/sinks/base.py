@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
@@ -31,7 +32,9 @@ class Sink(Protocol):
     """A place that stores one secret record per key name.
 
     `store` returns only once the record is durable. `read` returns what plan needs, never
-    secrets. Methods raise `keysync.errors.SinkError` with a one-line message.
+    secrets. Methods raise `keysync.errors.SinkError` with a one-line message. apply calls `store`
+    and `remove` one at a time, unless the class sets `concurrent_writes = True` to say they may
+    run in several threads at once (as every built-in sink does).
     """
 
     config_model: ClassVar[type[BaseModel]]
@@ -53,3 +56,40 @@ class Sink(Protocol):
     def local_paths(self) -> list[Path]: ...
 
     def close(self) -> None: ...
+
+
+class OneWriteAtATime:
+    """A sink whose `store` and `remove` never overlap: a plugin written without threads in mind
+    must not lose a record to a parallel apply."""
+
+    config_model: ClassVar[type[BaseModel]] = BaseModel  # the wrapped sink's class has the real one
+
+    def __init__(self, sink: Sink) -> None:
+        self._sink = sink
+        self._writing = threading.Lock()
+
+    def describe(self) -> str:
+        return self._sink.describe()
+
+    def read(self) -> SinkView:
+        return self._sink.read()
+
+    def check_writable(self) -> None:
+        self._sink.check_writable()
+
+    def store(self, record: SecretRecord) -> None:
+        with self._writing:
+            self._sink.store(record)
+
+    def remove(self, name: str, key_id: str = "") -> None:
+        with self._writing:
+            self._sink.remove(name, key_id)
+
+    def lock(self, timeout: float | None) -> AbstractContextManager[None]:
+        return self._sink.lock(timeout)
+
+    def local_paths(self) -> list[Path]:
+        return self._sink.local_paths()
+
+    def close(self) -> None:
+        self._sink.close()

@@ -25,6 +25,7 @@ SIDECAR = ".keysync.json"
 
 
 class DirectorySink:
+    concurrent_writes = True
     config_model = DirectorySinkConfig
 
     def __init__(self, config: DirectorySinkConfig, context: SinkContext) -> None:

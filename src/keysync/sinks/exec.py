@@ -29,6 +29,7 @@ _REAP_SECONDS = 5.0
 
 
 class ExecSink:
+    concurrent_writes = True
     config_model = ExecSinkConfig
 
     def __init__(self, config: ExecSinkConfig, context: SinkContext) -> None:

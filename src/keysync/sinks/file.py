@@ -28,6 +28,7 @@ _META = "# keysync key "
 
 
 class FileSink:
+    concurrent_writes = True
     config_model = FileSinkConfig
 
     def __init__(self, config: FileSinkConfig, context: SinkContext) -> None:

@@ -8,7 +8,7 @@ from typing import Any, cast
 from pydantic import BaseModel, ValidationError
 
 from keysync.errors import SinkError
-from keysync.sinks.base import Sink, SinkContext
+from keysync.sinks.base import OneWriteAtATime, Sink, SinkContext
 
 GROUP = "keysync.sinks"
 _BUILTIN = {
@@ -55,4 +55,5 @@ def open_sink(options: dict[str, Any], context: SinkContext) -> Sink:
         config = cls.config_model.model_validate(options)
     except ValidationError as exc:
         raise SinkError(f"sink settings: {exc.errors(include_input=False)[0]['msg']}") from None
-    return cls(config, context)
+    sink = cls(config, context)
+    return sink if getattr(cls, "concurrent_writes", False) else OneWriteAtATime(sink)

@@ -187,6 +187,7 @@ class VaultApi:
 
 
 class VaultSink:
+    concurrent_writes = True
     config_model = VaultSinkConfig
 
     def __init__(self, config: VaultSinkConfig, context: SinkContext) -> None:
