@@ -45,6 +45,17 @@ def load_average() -> str:
     return f"{os.getloadavg()[0]:.1f}"
 
 
+def _smoke_warning(sizes: Sizes) -> list[str]:
+    targets = Sizes()
+    if sizes.latency_keys >= targets.latency_keys and sizes.cpu_keys >= targets.cpu_keys:
+        return []
+    return [
+        "",
+        "**A smoke run** (`--quick`): sizes far below the targets' and one run each, so start-up and "
+        "noise weigh far more than in the targets' scenarios; the verdicts are indicative only.",
+    ]
+
+
 def render(results: Results, sizes: Sizes, command: str, seconds: float, load_before: str) -> str:
     runs = "1 run" if sizes.runs == 1 else f"median of {sizes.runs} runs, (min-max) in brackets"
     lines = [
@@ -54,6 +65,7 @@ def render(results: Results, sizes: Sizes, command: str, seconds: float, load_be
         f"Reproduce: `{command}` ({runs}; this run took {seconds:.0f} s). "
         "Every scenario starts its own `keysync dev-server --port 0 --seed 7` in a temporary "
         "directory; every keysync figure is a real `keysync` subprocess.",
+        *_smoke_warning(sizes),
         "",
         "| Scenario | Measured | Result | Target | |",
         "|---|---|---|---|---|",
