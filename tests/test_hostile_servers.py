@@ -13,7 +13,6 @@ import json
 import os
 import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
@@ -71,7 +70,6 @@ class HostileServer:
 
         self._httpd = QuietServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self._httpd.server_port}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     def record(self, handler: BaseHTTPRequestHandler) -> None:
         self.seen.append(Seen(handler.command, handler.path, dict(handler.headers.items())))
@@ -80,13 +78,11 @@ class HostileServer:
         return [s for s in self.seen if s.method in ("POST", "DELETE", "PUT", "PATCH")]
 
     def __enter__(self) -> HostileServer:
-        self._thread.start()
+        self._httpd.serve_in_background()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=10)
+        self._httpd.stop()
 
 
 def send(handler: BaseHTTPRequestHandler, status: int, body: bytes, content_type: str) -> None:

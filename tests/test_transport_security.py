@@ -65,7 +65,6 @@ class FakeCoder:
             self._httpd.socket = tls.wrap_socket(self._httpd.socket, server_side=True)
         scheme = "https" if tls else "http"
         self.url = f"{scheme}://{host}:{self._httpd.server_port}"
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
 
     def answer(self, handler: BaseHTTPRequestHandler) -> None:
         length = int(handler.headers.get("Content-Length") or 0)
@@ -107,13 +106,11 @@ class FakeCoder:
         return [s.headers[TOKEN_HEADER] for s in self.seen if TOKEN_HEADER in s.headers]
 
     def __enter__(self) -> FakeCoder:
-        self._thread.start()
+        self._httpd.serve_in_background()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-        self._thread.join(timeout=10)
+        self._httpd.stop()
 
 
 def reply(handler: BaseHTTPRequestHandler, status: int, data: Any) -> None:
