@@ -62,14 +62,10 @@ class Policy(_Strict):
 
     def ignores(self, name: str) -> bool:
         """Whether a key, or the logical key a generation `name-rK` belongs to, is ignored."""
-        return bool(self.ignore) and (
-            _matches(name, self.ignore) or _matches(logical_name(name), self.ignore)
-        )
+        return _covers(name, self.ignore)
 
     def protects(self, name: str) -> bool:
-        return bool(self.protect) and (
-            _matches(name, self.protect) or _matches(logical_name(name), self.protect)
-        )
+        return _covers(name, self.protect)
 
 
 class KeySpec(_Strict):
@@ -100,6 +96,11 @@ class Manifest(_Strict):
     def rotate_after(self, spec: KeySpec) -> timedelta | None:
         text = spec.rotate_after or self.policy.rotate_after
         return parse_duration(text) if text else None
+
+
+def _covers(name: str, patterns: list[str]) -> bool:
+    """Whether a pattern matches the key or the logical key a generation `name-rK` belongs to."""
+    return bool(patterns) and (_matches(name, patterns) or _matches(logical_name(name), patterns))
 
 
 def _matches(name: str, patterns: list[str]) -> bool:
