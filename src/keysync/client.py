@@ -57,7 +57,6 @@ class ClientSettings:
     ca_cert: Path | None = None
     timeout: float = 30.0
     bypass_rate_limit: bool = False
-    pool_size: int = 10
 
 
 def check_url(url: str) -> str:

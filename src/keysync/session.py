@@ -90,7 +90,6 @@ class Session:
                 ca_cert=self.options.ca_cert,
                 timeout=self.options.timeout,
                 bypass_rate_limit=self.options.bypass_rate_limit,
-                pool_size=max(10, self.options.parallelism),
             )
             self._client = CoderClient(settings)
         return self._client
