@@ -20,6 +20,7 @@ def live_keys(server: DevServer) -> dict[str, dict[str, Any]]:
         server.url + COLLECTIONS[server.config.api],
         headers={"Coder-Session-Token": server.token},
         verify=TLS,
+        trust_env=False,
     )
     assert response.status_code == 200, response.text
     return {key["name"]: key for key in response.json()}
@@ -31,13 +32,24 @@ def create_out_of_band(server: DevServer, name: str) -> dict[str, Any]:
         headers={"Coder-Session-Token": server.token},
         json={"name": name},
         verify=TLS,
+        trust_env=False,
     )
     assert response.status_code == 201, response.text
     body: dict[str, Any] = response.json()
     return body
 
 
+def delete_out_of_band(server: DevServer, key_id: str) -> None:
+    response = httpx.delete(
+        f"{server.url}{COLLECTIONS[server.config.api]}/{key_id}",
+        headers={"Coder-Session-Token": server.token},
+        verify=TLS,
+        trust_env=False,
+    )
+    assert response.status_code in (200, 204), response.text
+
+
 def gateway_status(server: DevServer, secret: str) -> int:
     """What a gateway replica presenting this secret gets; a 200 marks the key as used."""
-    response = httpx.get(server.url + SERVE, headers={GATEWAY_HEADER: secret}, verify=TLS)
+    response = httpx.get(server.url + SERVE, headers={GATEWAY_HEADER: secret}, verify=TLS, trust_env=False)
     return response.status_code

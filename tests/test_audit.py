@@ -15,15 +15,14 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from keysync import __version__
 from keysync.devserver import DevServer
 
+from coderlive import create_out_of_band, delete_out_of_band, live_keys
 from conftest import OWNER_TOKEN, Cli
 
-COLLECTION = "/api/v2/aibridge/coderd-keys"
 SINK = Path("secrets/ai-gateway-keys.json")
 SHA256_HEX = 64
 REQUIRED = {
@@ -39,33 +38,6 @@ REQUIRED = {
     "host",
     "user",
 }
-
-
-def live_keys(server: DevServer) -> dict[str, dict[str, Any]]:
-    response = httpx.get(
-        server.url + COLLECTION, headers={"Coder-Session-Token": OWNER_TOKEN}, trust_env=False
-    )
-    assert response.status_code == 200, response.text
-    return {key["name"]: key for key in response.json()}
-
-
-def create_out_of_band(server: DevServer, name: str) -> dict[str, Any]:
-    response = httpx.post(
-        server.url + COLLECTION,
-        headers={"Coder-Session-Token": OWNER_TOKEN},
-        json={"name": name},
-        trust_env=False,
-    )
-    assert response.status_code == 201, response.text
-    body: dict[str, Any] = response.json()
-    return body
-
-
-def delete_out_of_band(server: DevServer, key_id: str) -> None:
-    response = httpx.delete(
-        f"{server.url}{COLLECTION}/{key_id}", headers={"Coder-Session-Token": OWNER_TOKEN}, trust_env=False
-    )
-    assert response.status_code in (200, 204), response.text
 
 
 def sink_records(cli: Cli) -> dict[str, dict[str, Any]]:

@@ -9,7 +9,6 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
 import pytest
 
 from keysync.devserver import DevServer
@@ -20,6 +19,7 @@ from keysync.sinkconfig import ExecSinkConfig
 from keysync.sinks.base import SinkContext
 from keysync.sinks.exec import ExecSink
 
+from coderlive import live_keys
 from conftest import Cli
 
 URL = "http://127.0.0.1:7080"
@@ -156,16 +156,6 @@ def manifest(command: list[str], keys: list[str]) -> str:
     return json.dumps({"version": 1, "sink": sink_settings, "keys": keys})  # JSON is YAML
 
 
-def live_names(dev_server: DevServer) -> list[str]:
-    response = httpx.get(
-        f"{dev_server.url}/api/v2/aibridge/coderd-keys",
-        headers={"Coder-Session-Token": dev_server.token},
-        timeout=10,
-    )
-    response.raise_for_status()
-    return sorted(key["name"] for key in response.json())
-
-
 def test_apply_delivers_each_record_to_the_command(cli: Cli, dev_server: DevServer) -> None:
     cli.write_manifest(manifest([PYTHON, "-c", APPEND, "got.jsonl"], ["alpha", "beta"]))
 
@@ -188,7 +178,7 @@ def test_a_failing_command_leaves_no_key_behind(cli: Cli, dev_server: DevServer)
 
     assert run.code == 1, run
     assert "exit code 1" in run.stdout + run.stderr
-    assert live_names(dev_server) == []
+    assert sorted(live_keys(dev_server)) == []
 
 
 def test_apply_refuses_a_missing_command_before_creating_anything(cli: Cli, dev_server: DevServer) -> None:
@@ -198,4 +188,4 @@ def test_apply_refuses_a_missing_command_before_creating_anything(cli: Cli, dev_
 
     assert run.code == 1, run
     assert "missing-hook" in run.stderr
-    assert live_names(dev_server) == []
+    assert sorted(live_keys(dev_server)) == []

@@ -26,6 +26,7 @@ from keysync.sinks.base import SinkContext
 from keysync.sinks.vault import VaultSink
 
 from baoserver import Bao, bao_fixture, free_port
+from coderlive import live_keys
 from conftest import Cli
 
 __all__ = ["bao_fixture"]  # a fixture: pytest finds it here
@@ -425,16 +426,6 @@ def vault_cli(cli: Cli, bao: Bao) -> Cli:
     return cli
 
 
-def live_names(dev_server: DevServer) -> list[str]:
-    response = httpx.get(
-        f"{dev_server.url}/api/v2/aibridge/coderd-keys",
-        headers={"Coder-Session-Token": dev_server.token},
-        timeout=10,
-    )
-    response.raise_for_status()
-    return sorted(key["name"] for key in response.json())
-
-
 def plan_actions(cli: Cli) -> list[tuple[str, str, str]]:
     run = cli("plan", "--format", "json")
     assert run.code == 0, run
@@ -478,7 +469,7 @@ def test_apply_with_a_read_only_token_creates_no_key(
 
     assert run.code == 1, run
     assert "lacks create, update on secret/data/" in run.stderr
-    assert live_names(dev_server) == []
+    assert sorted(live_keys(dev_server)) == []
     assert_nothing_leaked(vault_cli, bao, token)
 
 
@@ -507,7 +498,7 @@ def test_a_key_removed_from_the_manifest_loses_its_entry(
     run = vault_cli("apply", "--auto-approve")
 
     assert run.code == 0, run
-    assert live_names(dev_server) == ["alpha"]
+    assert sorted(live_keys(dev_server)) == ["alpha"]
     assert bao.api("GET", f"secret/metadata/{prefix}/beta").status_code == 404
     assert bao.api("GET", f"secret/metadata/{prefix}/alpha").status_code == 200
     assert_nothing_leaked(vault_cli, bao)
