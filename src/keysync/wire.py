@@ -41,6 +41,7 @@ class Wire:
     ) -> None:
         self._base = base_url
         self._headers = {**headers, "Accept-Encoding": "gzip, deflate"}
+        self._json_headers = {**self._headers, "Content-Type": "application/json"}
         self._timeout = httpx.Timeout(timeout).as_dict()
         # One TLS context for every thread's pool (plain-http pools never use theirs): httpx would
         # otherwise make one per pool, which costs more than the pool.
@@ -56,11 +57,9 @@ class Wire:
 
     def exchange(self, method: str, path: str, payload: Any = None) -> tuple[httpx.Response, bytes]:
         """Sends one request; the answer and its whole (decoded, bounded) body."""
-        headers = self._headers
-        content = None
+        headers, content = self._headers, None
         if payload is not None:
-            content = json.dumps(payload).encode()
-            headers = {**headers, "Content-Type": "application/json"}
+            headers, content = self._json_headers, json.dumps(payload).encode()
         request = httpx.Request(
             method, self._base + path, headers=headers, content=content, extensions={"timeout": self._timeout}
         )
