@@ -36,4 +36,4 @@ clean:
 	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache
 
 roothelp: $(BIN)/.installed
-	$(BIN)/python -c "from keysync.entry import write_root_help; write_root_help()"
+	$(BIN)/python -c "from keysync.cli.entry import write_root_help; write_root_help()"

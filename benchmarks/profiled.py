@@ -35,7 +35,7 @@ def _profiled_run(self: threading.Thread, *args: Any, **kwargs: Any) -> None:
 def main() -> int:
     out, argv = sys.argv[1], sys.argv[2:]
     threading.Thread.run = _profiled_run  # type: ignore[method-assign]
-    from keysync.cli import main as keysync_main
+    from keysync.cli.group import main as keysync_main
 
     profile = cProfile.Profile()
     profile.enable()

@@ -7,7 +7,7 @@ from typing import Any
 
 import httpx
 
-from keysync.client import COLLECTIONS
+from keysync.coder.client import COLLECTIONS
 from keysync.devserver import DevServer
 
 SERVE = "/api/v2/ai-gateway/serve"

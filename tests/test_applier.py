@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from keysync.apply import Applier, Outcome
-from keysync.client import ClientSettings, CoderClient
+from keysync.coder.client import ClientSettings, CoderClient
 from keysync.devserver import DevServer, DevServerConfig
+from keysync.engine.applier import Applier, Outcome
 from keysync.keys import CreatedKey, LiveKey, SecretRecord
+from keysync.manifest.sinks import FileSinkConfig
 from keysync.plan import Action, Plan
 from keysync.secret import Secret
-from keysync.sinkconfig import FileSinkConfig
 from keysync.sinks.base import SinkContext
 from keysync.sinks.file import FileSink
 

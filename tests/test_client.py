@@ -26,10 +26,10 @@ import pytest
 import trustme
 
 from keysync import errors as e
-from keysync.client import ClientSettings, CoderClient, check_url
+from keysync.coder.client import ClientSettings, CoderClient, check_url
+from keysync.coder.retry import Backoff
 from keysync.devserver import DevServer, DevServerConfig
 from keysync.keys import LiveKey
-from keysync.retry import Backoff
 from keysync.secret import Secret
 
 OWNER = "OwnerTokn0-0123456789abcdefghijkl"

@@ -8,11 +8,11 @@ import sys
 
 CORE = [
     "keysync.plan",
-    "keysync.manifest",
-    "keysync.manifest_loader",
+    "keysync.manifest.model",
+    "keysync.manifest.load",
     "keysync.render",
     "keysync.plandoc",
-    "keysync.apply",
+    "keysync.engine.applier",
 ]
 FORBIDDEN = ("httpx", "click")
 PROBE = """
@@ -43,4 +43,4 @@ def test_the_core_imports_neither_httpx_nor_click() -> None:
 
 def test_the_guard_can_see_a_forbidden_import() -> None:
     # Proves the probe works: the client is an adapter and does import httpx.
-    assert "httpx" in imported_forbidden("keysync.client")
+    assert "httpx" in imported_forbidden("keysync.coder.client")

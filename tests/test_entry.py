@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 from keysync import __version__
-from keysync.entry import render_root_help
-from keysync.roothelp import ROOT_HELP
+from keysync.cli.entry import render_root_help
+from keysync.cli.roothelp import ROOT_HELP
 
 from conftest import KEYSYNC
 
@@ -24,7 +24,7 @@ def test_version_and_help_come_without_click() -> None:
 
 
 def test_the_fast_path_imports_no_click() -> None:
-    code = "import sys; from keysync.entry import main; main(['--help']); print('click' in sys.modules)"
+    code = "import sys; from keysync.cli.entry import main; main(['--help']); print('click' in sys.modules)"
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert done.stdout.endswith("False\n")
 

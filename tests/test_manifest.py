@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from keysync.duration import format_duration, parse_duration
 from keysync.errors import ManifestError
-from keysync.manifest_loader import LoadedManifest, load_manifest, parse_manifest
-from keysync.sinkconfig import FileSinkConfig
+from keysync.manifest.load import LoadedManifest, load_manifest, parse_manifest
+from keysync.manifest.sinks import FileSinkConfig
 
 # Shaped like a real Coder session token: <10 alnum id>-<22 alnum secret>.
 TOKEN = "Zq8Xv2LmPa-4tY7uW1sR9kD3fG6hJ0cB5"

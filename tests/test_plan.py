@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from keysync.errors import UnsafePlanError, UsageError
 from keysync.keys import LiveKey, SinkView, StoredEntry
-from keysync.manifest import Manifest
+from keysync.manifest.model import Manifest
 from keysync.plan import Action, Plan, PlanRequest, build_plan
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)

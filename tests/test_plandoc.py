@@ -12,7 +12,7 @@ import pytest
 from keysync import __version__
 from keysync.errors import StalePlanError
 from keysync.keys import LiveKey, SecretRecord, SinkView, StoredEntry
-from keysync.manifest import Manifest
+from keysync.manifest.model import Manifest
 from keysync.plan import Plan, PlanRequest, build_plan
 from keysync.plandoc import World, check_saved_plan, plan_document
 from keysync.secret import Secret

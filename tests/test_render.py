@@ -6,7 +6,7 @@ import re
 from datetime import UTC, datetime, timedelta
 
 from keysync.keys import LiveKey, SinkView, StoredEntry
-from keysync.manifest import Manifest
+from keysync.manifest.model import Manifest
 from keysync.plan import Plan, build_plan
 from keysync.render import render_markdown, render_text
 

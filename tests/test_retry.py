@@ -1,4 +1,4 @@
-"""keysync.retry: how long to wait before trying again. Pure: no server, no clock."""
+"""keysync.coder.retry: how long to wait before trying again. Pure: no server, no clock."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keysync.retry import RETRYABLE_STATUS, UNKNOWN_OUTCOME_STATUS, Backoff, rate_limit_wait
+from keysync.coder.retry import RETRYABLE_STATUS, UNKNOWN_OUTCOME_STATUS, Backoff, rate_limit_wait
 
 NOW = 1_700_000_000.0  # a whole second, so HTTP-dates (whole seconds) give exact waits
 

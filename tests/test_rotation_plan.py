@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 from keysync.errors import UnsafePlanError
 from keysync.generations import generation_name, generation_of, group_generations
 from keysync.keys import LiveKey, SinkView, StoredEntry
-from keysync.manifest import Manifest
+from keysync.manifest.model import Manifest
 from keysync.plan import Plan, PlanRequest, build_plan
 from keysync.plandoc import World, plan_document
 from keysync.render import render_markdown, render_text

@@ -12,7 +12,7 @@ import jsonschema
 import pytest
 import yaml
 
-from keysync.schema import manifest_schema, schema_text
+from keysync.manifest.schema import manifest_schema, schema_text
 
 from conftest import KEYSYNC
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from keysync import errors
-from keysync.client import ClientSettings, CoderClient, _parse_list
+from keysync.coder.client import ClientSettings, CoderClient, _parse_list
 from keysync.errors import KeysyncError, MalformedResponseError, OutcomeUnknownError
 from keysync.keys import CreatedKey, LiveKey, SecretRecord, StoredEntry
 from keysync.secret import Secret, mask

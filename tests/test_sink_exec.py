@@ -14,8 +14,8 @@ import pytest
 from keysync.devserver import DevServer
 from keysync.errors import SinkError
 from keysync.keys import SecretRecord
+from keysync.manifest.sinks import ExecSinkConfig
 from keysync.secret import Secret
-from keysync.sinkconfig import ExecSinkConfig
 from keysync.sinks.base import SinkContext
 from keysync.sinks.exec import ExecSink
 

@@ -20,8 +20,8 @@ from pydantic import ValidationError
 from keysync.devserver import DevServer
 from keysync.errors import SinkError
 from keysync.keys import SecretRecord
+from keysync.manifest.sinks import VaultSinkConfig
 from keysync.secret import Secret
-from keysync.sinkconfig import VaultSinkConfig
 from keysync.sinks.base import SinkContext
 from keysync.sinks.vault import VaultSink
 

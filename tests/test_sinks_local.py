@@ -19,8 +19,8 @@ import pytest
 
 from keysync.errors import LockHeldError, SinkError
 from keysync.keys import SecretRecord, StoredEntry
+from keysync.manifest.sinks import DirectorySinkConfig, FileSinkConfig
 from keysync.secret import Secret
-from keysync.sinkconfig import DirectorySinkConfig, FileSinkConfig
 from keysync.sinks import file as file_module
 from keysync.sinks.base import SinkContext
 from keysync.sinks.directory import SIDECAR, DirectorySink
@@ -328,7 +328,7 @@ HOLDER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from keysync.sinks.base import SinkContext
-    from keysync.sinkconfig import FileSinkConfig, DirectorySinkConfig
+    from keysync.manifest.sinks import FileSinkConfig, DirectorySinkConfig
     from keysync.sinks.file import FileSink
     from keysync.sinks.directory import DirectorySink
 

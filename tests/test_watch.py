@@ -28,8 +28,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from keysync.devserver import DevServer, DevServerConfig
-from keysync.session import Session
-from keysync.watch import EventLog, Watcher, WatchSettings
+from keysync.engine.session import Session
+from keysync.engine.watch import EventLog, Watcher, WatchSettings
 
 from conftest import KEYSYNC, OWNER_TOKEN, Cli
 

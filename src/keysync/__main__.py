@@ -1,3 +1,3 @@
-from keysync.entry import main
+from keysync.cli.entry import main
 
 raise SystemExit(main())

@@ -14,7 +14,7 @@ from typing import Literal
 from keysync.errors import UnsafePlanError, UsageError
 from keysync.generations import Generation, generation_name, group_generations, logical_name
 from keysync.keys import LiveKey, SinkView
-from keysync.manifest import KeySpec, Manifest
+from keysync.manifest.model import KeySpec, Manifest
 from keysync.timefmt import rfc3339
 
 ActionKind = Literal["create", "delete", "replace", "rotate", "retire"]

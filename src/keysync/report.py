@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from keysync import __version__
-from keysync.apply import ApplyReport, Outcome
+from keysync.engine.applier import ApplyReport, Outcome
 from keysync.render import SYMBOL
 
 _PAST = {

@@ -8,7 +8,7 @@ from typing import Any
 
 from keysync.generations import group_generations
 from keysync.keys import LiveKey, SinkView
-from keysync.manifest import Manifest
+from keysync.manifest.model import Manifest
 from keysync.timefmt import age, relative, rfc3339
 
 

@@ -9,8 +9,8 @@ from pathlib import Path
 
 from keysync.errors import SinkError
 from keysync.keys import SecretRecord, SinkView, StoredEntry
+from keysync.manifest.sinks import DirectorySinkConfig
 from keysync.names import name_problem
-from keysync.sinkconfig import DirectorySinkConfig
 from keysync.sinks.base import SinkContext
 from keysync.sinks.durable import (
     GroupCommit,

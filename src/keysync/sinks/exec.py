@@ -19,8 +19,8 @@ from pathlib import Path
 
 from keysync.errors import SinkError
 from keysync.keys import SecretRecord, SinkView
+from keysync.manifest.sinks import ExecSinkConfig
 from keysync.secret import Secret, mask
-from keysync.sinkconfig import ExecSinkConfig
 from keysync.sinks.base import SinkContext
 
 _STDERR_LINES = 5

@@ -11,8 +11,8 @@ from typing import Any
 
 from keysync.errors import SinkError
 from keysync.keys import SecretRecord, SinkView, StoredEntry
+from keysync.manifest.sinks import FileSinkConfig, env_name
 from keysync.secret import Secret
-from keysync.sinkconfig import FileSinkConfig, env_name
 from keysync.sinks.base import SinkContext
 from keysync.sinks.durable import (
     GroupCommit,

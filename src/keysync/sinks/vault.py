@@ -24,9 +24,9 @@ import httpx
 
 from keysync.errors import SinkError
 from keysync.keys import SecretRecord, SinkView, StoredEntry
+from keysync.manifest.sinks import VaultAuthConfig, VaultSinkConfig
 from keysync.names import name_problem
 from keysync.secret import Secret, header_safe, mask
-from keysync.sinkconfig import VaultAuthConfig, VaultSinkConfig
 from keysync.sinks.base import SinkContext
 
 _READ_THREADS = 8

@@ -12,10 +12,10 @@ from typing import Any
 
 import click
 
-from keysync import console
-from keysync.cli import EXIT_INTERRUPTED, make_options, shared_options
-from keysync.commands import boundary
-from keysync.commands.planning import plan_request, target_options
+from keysync.cli import console
+from keysync.cli.commands import boundary
+from keysync.cli.commands.planning import plan_request, target_options
+from keysync.cli.group import EXIT_INTERRUPTED, make_options, shared_options
 
 
 @click.command()
@@ -62,8 +62,8 @@ def apply(
       keysync apply --auto-approve --parallelism 20
       keysync plan --out plan.json && keysync apply plan.json
     """
-    from keysync.execution import check_git
-    from keysync.session import Session
+    from keysync.engine.execution import check_git
+    from keysync.engine.session import Session
 
     request = plan_request(kwargs, force=force)
     saved = _load_saved(planfile, request) if planfile else None
@@ -90,8 +90,8 @@ def _apply_locked(
     force: bool,
     audit_path: Path | None,
 ) -> int:
+    from keysync.engine.execution import preflight
     from keysync.errors import KeysyncError
-    from keysync.execution import preflight
     from keysync.plandoc import check_saved_actions, check_saved_plan
     from keysync.render import render_text
 
@@ -106,7 +106,7 @@ def _apply_locked(
         for warning in plan.warnings:
             console.err(f"keysync: warning: {warning}")
         if session.options.format == "json":
-            from keysync.apply import ApplyReport
+            from keysync.engine.applier import ApplyReport
             from keysync.report import report_document
 
             console.out(json.dumps(report_document(ApplyReport()), indent=2))
@@ -123,7 +123,7 @@ def _apply_locked(
 
 
 def _execute(session: Any, plan: Any, audit_path: Path | None) -> int:
-    from keysync.execution import execute_plan
+    from keysync.engine.execution import execute_plan
     from keysync.report import outcome_line, render_report, report_document
 
     progress = console.Progress(len(plan.actions))

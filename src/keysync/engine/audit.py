@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from keysync import __version__
-from keysync.apply import Outcome
+from keysync.engine.applier import Outcome
 from keysync.errors import AuditError
 
 

@@ -24,11 +24,11 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
 
 from keysync import __version__
 from keysync import errors as e
+from keysync.coder.retry import UNKNOWN_OUTCOME_STATUS, Backoff, rate_limit_wait
+from keysync.coder.wire import Wire
 from keysync.keys import CreatedKey, LiveKey
 from keysync.names import name_problem
-from keysync.retry import UNKNOWN_OUTCOME_STATUS, Backoff, rate_limit_wait
 from keysync.secret import Secret, mask, redact_secret_like
-from keysync.wire import Wire
 
 COLLECTIONS = {
     "ai-gateway-keys": "/api/v2/ai-gateway/keys",

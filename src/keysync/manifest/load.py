@@ -10,12 +10,12 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from keysync import yamlsource
 from keysync.errors import ManifestError
 from keysync.generations import generation_of
-from keysync.manifest import Manifest, Policy
+from keysync.manifest import yamlsource
+from keysync.manifest.model import Manifest, Policy
+from keysync.manifest.sinks import BUILTIN_SINK_CONFIGS, env_name
 from keysync.secret import looks_secret, redact_secret_like
-from keysync.sinkconfig import BUILTIN_SINK_CONFIGS, env_name
 
 Problem = tuple[yamlsource.Path, str]
 _FRIENDLY = {

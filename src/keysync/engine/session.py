@@ -13,10 +13,10 @@ from keysync.errors import UsageError
 from keysync.secret import Secret, header_safe
 
 if TYPE_CHECKING:
-    from keysync.client import CoderClient
+    from keysync.coder.client import CoderClient
     from keysync.keys import LiveKey, SinkView
-    from keysync.manifest import Manifest
-    from keysync.manifest_loader import LoadedManifest
+    from keysync.manifest.load import LoadedManifest
+    from keysync.manifest.model import Manifest
     from keysync.plan import Plan, PlanRequest
     from keysync.plandoc import World
     from keysync.sinks.base import Sink
@@ -56,13 +56,13 @@ class Session:
 
     @cached_property
     def loaded(self) -> LoadedManifest:
-        from keysync.manifest_loader import load_manifest
+        from keysync.manifest.load import load_manifest
 
         return load_manifest(self.options.manifest)
 
     @cached_property
     def coderd_url(self) -> str:
-        from keysync.client import check_url
+        from keysync.coder.client import check_url
 
         manifest = self.manifest_if_present()
         url = self.options.url or (manifest.coderd.url if manifest else None)
@@ -81,7 +81,7 @@ class Session:
     @property
     def client(self) -> CoderClient:
         if self._client is None:
-            from keysync.client import ClientSettings, CoderClient
+            from keysync.coder.client import ClientSettings, CoderClient
 
             settings = ClientSettings(
                 url=self.coderd_url,

@@ -18,7 +18,7 @@ EXIT_INTERRUPTED = 130
 
 
 def shared_options(func: F) -> F:
-    """The options every command takes, gathered into a keysync.session.Options."""
+    """The options every command takes, gathered into a keysync.engine.session.Options."""
     options = [
         click.option(
             "-f",
@@ -66,7 +66,7 @@ def shared_options(func: F) -> F:
 
 
 def make_options(kwargs: dict[str, Any], **extra: Any) -> Any:
-    from keysync.session import Options
+    from keysync.engine.session import Options
 
     names = ("manifest", "url", "token_file", "api", "ca_cert", "timeout", "no_color", "verbose")
     fields = {name: kwargs.pop(name) for name in names}
@@ -88,7 +88,7 @@ def cli() -> None:
 
 
 def _register() -> None:
-    from keysync.commands import register
+    from keysync.cli.commands import register
 
     register(cli)
 

@@ -9,9 +9,9 @@ from typing import Any
 
 import click
 
-from keysync import console
-from keysync.cli import make_options, shared_options
-from keysync.commands import boundary
+from keysync.cli import console
+from keysync.cli.commands import boundary
+from keysync.cli.group import make_options, shared_options
 
 EXIT_CHANGES = 2
 
@@ -70,8 +70,8 @@ def plan(out: str | None, detailed_exitcode: bool, **kwargs: Any) -> int:
       keysync plan --format markdown > plan.md
       keysync plan --out plan.json --detailed-exitcode
     """
-    from keysync.execution import git_problems
-    from keysync.session import Session
+    from keysync.engine.execution import git_problems
+    from keysync.engine.session import Session
 
     request = plan_request(kwargs)
     session = Session(make_options(kwargs))

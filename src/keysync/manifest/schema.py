@@ -7,8 +7,8 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from keysync.manifest import Manifest
-from keysync.sinkconfig import BUILTIN_SINK_CONFIGS, PluginSinkConfig
+from keysync.manifest.model import Manifest
+from keysync.manifest.sinks import BUILTIN_SINK_CONFIGS, PluginSinkConfig
 
 SCHEMA_ID = "https://github.com/keysync/keysync/schemas/keysync.schema.json"
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from keysync.commands import boundary
+from keysync.cli.commands import boundary
 
 
 @click.command("dev-server")

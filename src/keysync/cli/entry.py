@@ -12,7 +12,7 @@ from collections.abc import Sequence
 def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if "_KEYSYNC_COMPLETE" in os.environ:  # shell completion is click's
-        from keysync.cli import main as completing
+        from keysync.cli.group import main as completing
 
         return completing(args)
     if args == ["--version"]:
@@ -21,11 +21,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write(f"keysync, version {__version__}\n")
         return 0
     if args in ([], ["--help"], ["-h"]):
-        from keysync.roothelp import ROOT_HELP
+        from keysync.cli.roothelp import ROOT_HELP
 
         sys.stdout.write(ROOT_HELP)
         return 0
-    from keysync.cli import main as cli_main
+    from keysync.cli.group import main as cli_main
 
     try:
         return cli_main(args)
@@ -36,11 +36,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def render_root_help() -> str:
-    """What click prints for `keysync --help` at 80 columns: the source of keysync.roothelp."""
+    """What click prints for `keysync --help` at 80 columns: the source of keysync.cli.roothelp."""
     import click
 
-    from keysync.cli import cli
-    from keysync.commands import register
+    from keysync.cli.commands import register
+    from keysync.cli.group import cli
 
     register(cli)
     settings = {**cli.context_settings, "terminal_width": 78}  # click's width on an 80-column terminal

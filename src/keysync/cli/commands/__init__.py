@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from keysync import console
+from keysync.cli import console
 
 
 def boundary(func: Callable[..., int]) -> Callable[..., int]:
@@ -38,7 +38,7 @@ def boundary(func: Callable[..., int]) -> Callable[..., int]:
 
 
 def register(group: click.Group) -> None:
-    from keysync.commands import applying, inspecting, planning, serving, watching
+    from keysync.cli.commands import applying, inspecting, planning, serving, watching
 
     for module in (inspecting, planning, applying, serving, watching):
         for command in module.COMMANDS:

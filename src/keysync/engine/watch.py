@@ -14,11 +14,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from keysync.apply import Outcome
+from keysync.engine.applier import Outcome
+from keysync.engine.metrics import WatchMetrics
+from keysync.engine.session import Session
 from keysync.errors import KeysyncError
-from keysync.metrics import WatchMetrics
 from keysync.plan import Plan, PlanRequest, guard_code
-from keysync.session import Session
 
 FIRST_RETRY_SECONDS = 5.0
 
@@ -131,7 +131,7 @@ class Watcher:
         return summary
 
     def _apply(self, session: Session, plan: Plan) -> dict[str, Any]:
-        from keysync.execution import check_git, execute_plan, preflight
+        from keysync.engine.execution import check_git, execute_plan, preflight
 
         safe, skipped = plan.without_forced()
         for action, reason in skipped:

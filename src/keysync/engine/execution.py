@@ -7,15 +7,15 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from keysync.apply import Applier, ApplyReport, Outcome
+from keysync.engine.applier import Applier, ApplyReport, Outcome
+from keysync.engine.session import Session
 from keysync.errors import UnsafePlanError
 from keysync.plan import Plan
-from keysync.session import Session
 
 
 def git_problems(session: Session) -> list[str]:
     """Why writing the sink would put secrets where git would commit them."""
-    from keysync.gitcheck import unignored_advice
+    from keysync.engine.gitcheck import unignored_advice
 
     is_directory = session.loaded.manifest.sink.type == "directory"
     advice = (unignored_advice(path, is_directory) for path in session.sink.local_paths())
@@ -42,7 +42,7 @@ def execute_plan(
     audit_path: Path | None,
 ) -> tuple[ApplyReport, str | None]:
     """Runs the plan's actions; a failed audit write stops new actions and is returned."""
-    from keysync.audit import AuditLog
+    from keysync.engine.audit import AuditLog
     from keysync.errors import AuditError
 
     audit = AuditLog(audit_path) if audit_path else None

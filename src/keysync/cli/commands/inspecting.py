@@ -9,9 +9,9 @@ from typing import Any
 
 import click
 
-from keysync import console
-from keysync.cli import make_options, shared_options
-from keysync.commands import boundary
+from keysync.cli import console
+from keysync.cli.commands import boundary
+from keysync.cli.group import make_options, shared_options
 
 
 @click.command()
@@ -27,7 +27,7 @@ def validate(more: tuple[Path, ...], **kwargs: Any) -> int:
       keysync validate deploy/*/keysync.yaml
     """
     from keysync.errors import ManifestError
-    from keysync.manifest_loader import load_manifest
+    from keysync.manifest.load import load_manifest
 
     options = make_options(kwargs)
     problems: list[str] = []
@@ -59,7 +59,7 @@ def schema() -> int:
     Example:
       keysync schema > schemas/keysync.schema.json
     """
-    from keysync.schema import schema_text
+    from keysync.manifest.schema import schema_text
 
     console.out(schema_text())
     return 0
@@ -75,7 +75,7 @@ def status(**kwargs: Any) -> int:
     Example:
       keysync status --format json
     """
-    from keysync.session import Session
+    from keysync.engine.session import Session
     from keysync.status import key_rows, render_rows
 
     session = Session(make_options(kwargs))
@@ -103,8 +103,8 @@ def export(**kwargs: Any) -> int:
     """
     import yaml
 
+    from keysync.engine.session import Session
     from keysync.generations import logical_name
-    from keysync.session import Session
 
     session = Session(make_options(kwargs))
     manifest = session.manifest_if_present()

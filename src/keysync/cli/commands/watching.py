@@ -9,8 +9,8 @@ from typing import Any
 
 import click
 
-from keysync.cli import EXIT_INTERRUPTED, make_options, shared_options
-from keysync.commands import boundary
+from keysync.cli.commands import boundary
+from keysync.cli.group import EXIT_INTERRUPTED, make_options, shared_options
 
 
 @click.command()
@@ -45,10 +45,10 @@ def watch(
     Example:
       keysync watch --interval 5m --apply --listen 127.0.0.1:9464
     """
-    from keysync.commands.applying import seconds
-    from keysync.metrics import WatchMetrics, serve
-    from keysync.session import Session
-    from keysync.watch import EventLog, Watcher, WatchSettings
+    from keysync.cli.commands.applying import seconds
+    from keysync.engine.metrics import WatchMetrics, serve
+    from keysync.engine.session import Session
+    from keysync.engine.watch import EventLog, Watcher, WatchSettings
 
     options = make_options(kwargs, parallelism=parallelism, bypass_rate_limit=bypass_rate_limit)
     every = seconds(interval, "--interval") or 300.0

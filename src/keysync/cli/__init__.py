@@ -1,0 +1,1 @@
+"""The command line: the only module tree that imports click or writes to the terminal."""

@@ -1,0 +1,1 @@
+"""The adapter to Coder's keys API: the client, retry decisions and the HTTP transport."""
