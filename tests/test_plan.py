@@ -145,7 +145,7 @@ def test_requested_replace_of_a_key_not_in_coder_is_a_create() -> None:
     assert actions(plan) == {("create", "alpha", "missing")}
 
 
-def test_action_data_carries_id_and_prefix_only_for_live_keys() -> None:
+def test_action_data_names_the_live_key_it_destroys_and_only_then() -> None:
     key = live("beta")
     plan = plan_for(manifest(["alpha"]), [key])
     by_name = {a.name: a.data() for a in plan.actions}
@@ -155,6 +155,7 @@ def test_action_data_carries_id_and_prefix_only_for_live_keys() -> None:
         "name": "beta",
         "id": key.id,
         "key_prefix": key.key_prefix,
+        "live_name": "beta",
         "reason": "not-in-manifest",
     }
 

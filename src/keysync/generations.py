@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from keysync.keys import LiveKey
@@ -35,10 +35,16 @@ class Generation:
     key: LiveKey
 
 
+Claims = Callable[[str, LiveKey], bool]
+
+
 def group_generations(
-    logical_names: Iterable[str], live: Iterable[LiveKey]
+    logical_names: Iterable[str], live: Iterable[LiveKey], claims: Claims | None = None
 ) -> tuple[dict[str, list[Generation]], dict[str, LiveKey]]:
-    """Each logical name's generations, oldest first, and the live keys that belong to none."""
+    """Each logical name's generations, oldest first, and the live keys that belong to none.
+
+    A key `N-rK` joins `N` only when `claims(N, key)` says it is one of N's generations (default:
+    always); otherwise it is a key of its own, as a hand-made `edge-r2` beside `edge` is."""
     groups: dict[str, list[Generation]] = {name: [] for name in logical_names}
     rest: dict[str, LiveKey] = {}
     for key in live:
@@ -46,7 +52,7 @@ def group_generations(
             groups[key.name].append(Generation(1, key))
             continue
         parsed = generation_of(key.name)
-        if parsed is not None and parsed[0] in groups:
+        if parsed is not None and parsed[0] in groups and (claims is None or claims(parsed[0], key)):
             groups[parsed[0]].append(Generation(parsed[1], key))
         else:
             rest[key.name] = key

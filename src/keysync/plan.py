@@ -12,7 +12,7 @@ from itertools import pairwise
 from typing import Literal
 
 from keysync.errors import UnsafePlanError, UsageError
-from keysync.generations import Generation, generation_name, group_generations, logical_name
+from keysync.generations import Claims, Generation, generation_name, group_generations, logical_name
 from keysync.keys import LiveKey, SinkView
 from keysync.manifest.model import KeySpec, Manifest
 from keysync.timefmt import rfc3339
@@ -60,10 +60,9 @@ class Action:
 
     def data(self) -> dict[str, str]:
         item = {"action": self.action, "name": self.name}
-        if self.live is not None:
+        if self.live is not None:  # the live key this action destroys
             item["id"] = self.live.id
             item["key_prefix"] = self.live.key_prefix
-        if self.action == "retire" and self.live is not None:
             item["live_name"] = self.live.name
         if self.generation is not None:
             item["generation"] = self.generation
@@ -257,9 +256,9 @@ def build_plan(
 ) -> Plan:
     policy = manifest.policy
     live = list(live)
-    managed = {key.name: key for key in live if not policy.ignores(key.name)}
+    managed = {key.name: key for key in live if policy.manages(key.name)}
     _check_request(manifest, request)
-    groups, extra = group_generations(manifest.names(), managed.values())
+    groups, extra = group_generations(manifest.names(), managed.values(), _claims(manifest, sink))
     builder = _Builder(manifest, sink, now, request)
     for spec in manifest.keys:
         if request.covers(spec.name):
@@ -277,6 +276,21 @@ def build_plan(
     guards = _guard_violations(actions, extra, groups, manifest, now)
     warnings.extend(f"needs --force: {reason}" for reason in guards)
     return Plan(actions, warnings, stale, builder.failures, guards, builder.waiting)
+
+
+def _claims(manifest: Manifest, sink: SinkView) -> Claims:
+    """`N-rK` is a generation of `N` only when `N` rotates with overlap or the sink records the key
+    as N's; otherwise a hand-made `edge-r7` beside `edge` would be rotated away unseen."""
+    overlapping = {
+        spec.name for spec in manifest.keys if (spec.rotation or manifest.policy.rotation) == "overlap"
+    }
+
+    def claims(base: str, key: LiveKey) -> bool:
+        entry = sink.entries.get(base)
+        recorded = entry is not None and (entry.id == key.id or entry.secret_prefix == key.key_prefix)
+        return base in overlapping or recorded
+
+    return claims
 
 
 def _unknown_targets(manifest: Manifest, live: list[LiveKey], request: PlanRequest) -> list[str]:

@@ -115,7 +115,7 @@ class Session:
         view = self.sink.read()
         now = datetime.now(UTC)
         plan = build_plan(manifest, live, view, now, self.coderd_url, request)
-        managed = [key for key in live if not manifest.policy.ignores(key.name)]
+        managed = [key for key in live if manifest.policy.manages(key.name)]
         world = World.of(self.coderd_url, self.client.api, self.loaded.sha256, managed, view)
         return Snapshot(live, view, plan, world, now)
 

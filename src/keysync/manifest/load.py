@@ -119,7 +119,9 @@ def _semantic_problems(data: dict[str, Any]) -> list[Problem]:
     names = {spec["name"] for _, spec in specs if spec}
     problems: list[Problem] = []
     seen: dict[str, int] = {}
-    ignoring = Policy.model_construct(ignore=ignore)
+    raw_manage = policy.get("manage")
+    manage = [p for p in raw_manage if isinstance(p, str)] if isinstance(raw_manage, list) else []
+    ignoring = Policy.model_construct(ignore=ignore, manage=manage)
     for index, spec in specs:
         if not spec:
             continue
@@ -129,6 +131,8 @@ def _semantic_problems(data: dict[str, Any]) -> list[Problem]:
         seen.setdefault(name, index)
         if ignoring.ignores(name):
             problems.append((loc, f"{name!r} matches policy.ignore, so keysync could never manage it"))
+        if ignoring.outside_manage(name):
+            problems.append((loc, f"{name!r} matches no policy.manage pattern, so keysync never manages it"))
         generation = generation_of(name)
         base = generation[0] if generation else None
         if base in names:

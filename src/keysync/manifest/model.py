@@ -53,6 +53,9 @@ class SinkSettings(BaseModel):
 class Policy(_Strict):
     prune: bool = True
     max_deletes: int = Field(5, ge=0)
+    manage: list[str] = Field(
+        [], description="Globs of the live keys this manifest manages (default: every key)."
+    )
     ignore: list[str] = []
     protect: list[str] = []
     rotate_after: Duration | None = None
@@ -66,6 +69,14 @@ class Policy(_Strict):
 
     def protects(self, name: str) -> bool:
         return _covers(name, self.protect)
+
+    def outside_manage(self, name: str) -> bool:
+        """Whether `manage` leaves the key to other manifests (an empty `manage` takes every key)."""
+        return bool(self.manage) and not _covers(name, self.manage)
+
+    def manages(self, name: str) -> bool:
+        """Whether a live key is this manifest's to plan: within `manage` and not ignored."""
+        return not self.outside_manage(name) and not self.ignores(name)
 
 
 class KeySpec(_Strict):
