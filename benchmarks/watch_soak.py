@@ -77,15 +77,15 @@ def soak(rounds: int) -> dict[int, dict[str, float]]:
     return samples
 
 
+ROWS = (("threads", "threads", ".0f"), ("open fds", "fds", ".0f"), ("RSS (MB)", "rss_mb", ".1f"))
+
+
 def render(samples: dict[int, dict[str, float]]) -> str:
     first, last = (samples[n] for n in sorted(samples))
-    lines = [
-        f"| | round {FIRST_SAMPLE} | round {max(samples)} | change |",
-        "|---|---|---|---|",
-        f"| threads | {first['threads']:.0f} | {last['threads']:.0f} | {last['threads'] - first['threads']:+.0f} |",
-        f"| open fds | {first['fds']:.0f} | {last['fds']:.0f} | {last['fds'] - first['fds']:+.0f} |",
-        f"| RSS (MB) | {first['rss_mb']:.1f} | {last['rss_mb']:.1f} | {last['rss_mb'] - first['rss_mb']:+.1f} |",
-    ]
+    lines = [f"| | round {FIRST_SAMPLE} | round {max(samples)} | change |", "|---|---|---|---|"]
+    for label, field, spec in ROWS:
+        change = last[field] - first[field]
+        lines.append(f"| {label} | {first[field]:{spec}} | {last[field]:{spec}} | {change:+{spec}} |")
     return "\n".join(lines)
 
 
