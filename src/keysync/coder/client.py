@@ -5,7 +5,6 @@ Every lower-level failure is translated into `keysync.errors.ApiError` here and 
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import logging
 import random
@@ -27,6 +26,7 @@ from keysync import errors as e
 from keysync.coder.retry import UNKNOWN_OUTCOME_STATUS, Backoff, rate_limit_wait
 from keysync.coder.wire import Wire
 from keysync.keys import CreatedKey, LiveKey
+from keysync.loopback import is_loopback
 from keysync.names import name_problem
 from keysync.secret import Secret, mask, redact_secret_like
 
@@ -76,7 +76,7 @@ def check_url(url: str) -> str:
         )
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise e.UsageError(f"coderd URL {url!r} must look like https://coder.example.com")
-    if parts.scheme == "http" and not _is_loopback(parts.hostname):
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
         raise e.UsageError(
             f"refusing plain http:// to {parts.hostname}: use https:// "
             "(plain http is allowed only for loopback)"
@@ -84,13 +84,6 @@ def check_url(url: str) -> str:
     return url.rstrip("/")
 
 
-def _is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class CoderClient:
