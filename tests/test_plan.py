@@ -251,6 +251,31 @@ def test_ignored_keys_are_invisible() -> None:
     assert not mentions(plan.warnings, "legacy-one")
 
 
+def test_keys_outside_manage_are_invisible_so_two_manifests_share_one_coder() -> None:
+    theirs = live("team-b-gw", age=timedelta(days=999), last_used=timedelta(minutes=1))
+    m = manifest(["team-a-gw"], manage=["team-a-*"], rotate_after="30d")
+    plan = plan_for(m, [live("team-a-gw"), live("team-a-old"), theirs])
+    assert actions(plan) == {("delete", "team-a-old", "not-in-manifest")}
+    assert plan.needs_force == []
+    assert not mentions(plan.warnings, "team-b-gw")
+
+
+def test_every_managed_key_is_judged_within_manage() -> None:
+    m = manifest([], manage=["team-a-*"])
+    plan = plan_for(m, [live("team-a-gw"), live("team-b-gw")])
+    assert actions(plan) == {("delete", "team-a-gw", "not-in-manifest")}
+    assert mentions(plan.needs_force, "every managed key")
+
+
+def test_manage_covers_every_generation_of_a_managed_name() -> None:
+    m = manifest([{"name": "team-a-gw", "rotation": "overlap"}], manage=["team-a-gw"])
+    r2 = live("team-a-gw-r2")
+    plan = plan_for(
+        m, [live("team-a-gw", age=timedelta(days=2)), r2], SinkView({"team-a-gw": entry("team-a-gw-r2")})
+    )
+    assert actions(plan) == {("retire", "team-a-gw", "superseded")}
+
+
 def test_the_sink_record_of_an_ignored_key_is_not_stale() -> None:
     # The ignored key still exists: removing its secret from the sink would lose it.
     ignored = live("legacy-one")

@@ -141,6 +141,38 @@ def test_a_live_generation_without_generation_one_still_belongs_to_its_key() -> 
     assert not plan.has_changes
 
 
+def test_hand_made_keys_named_like_generations_of_a_replace_key_are_plain_deletes() -> None:
+    edge, r2, r7 = gen("edge"), gen("edge-r2", age=timedelta(days=3)), gen("edge-r7")
+    plan = plan_for(manifest(["edge"], rotation="replace"), [edge, r2, r7], sink(edge=edge))
+    assert acts(plan) == {
+        ("delete", "edge-r2", "not-in-manifest", "edge-r2"),
+        ("delete", "edge-r7", "not-in-manifest", "edge-r7"),
+    }
+    assert plan.waiting == []
+
+
+def test_a_replace_key_missing_its_secret_replaces_itself_and_deletes_its_look_alikes() -> None:
+    edge, r7 = gen("edge"), gen("edge-r7")
+    plan = plan_for(manifest(["edge"], rotation="replace"), [edge, r7], sink())
+    assert acts(plan) == {
+        ("replace", "edge", "secret-missing", "edge"),
+        ("delete", "edge-r7", "not-in-manifest", "edge-r7"),
+    }
+
+
+def test_a_generation_the_sink_records_belongs_to_a_replace_key() -> None:
+    # A key that rotated with overlap before switching to replace: the sink holds gw-r2 as gw's.
+    gw, r2 = gen("gw", age=timedelta(days=2)), gen("gw-r2")
+    plan = plan_for(manifest(["gw"], rotation="replace"), [gw, r2], sink(gw=r2))
+    assert acts(plan) == {("retire", "gw", "superseded", "gw")}
+
+
+def test_an_overlap_key_claims_its_generations_even_when_the_sink_does_not_hold_them() -> None:
+    gw, r2 = gen("gw", age=timedelta(days=2)), gen("gw-r2")
+    plan = plan_for(manifest(["gw"]), [gw, r2], sink(gw=gw))
+    assert acts(plan) == {("retire", "gw", "orphaned", "gw-r2")}
+
+
 # --- step 1: rotate ------------------------------------------------------------------------------
 
 

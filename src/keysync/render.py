@@ -43,7 +43,7 @@ def _live_details(action: Action, now: datetime) -> str:
         seen = relative(live.last_seen, now)
         return f"  generation {live.name}, key_prefix {live.key_prefix}, last used {seen}"
     return (
-        f"  key_prefix {live.key_prefix}, age {age(live.created_at, now)}, "
+        f"  destroys live key {live.name}, key_prefix {live.key_prefix}, age {age(live.created_at, now)}, "
         f"last used {relative(live.last_seen, now)}"
     )
 
@@ -56,8 +56,13 @@ def _waiting_text(waiting: Waiting, now: datetime) -> str:
     )
 
 
-def render_text(plan: Plan, now: datetime, color: bool = False) -> str:
-    lines: list[str] = []
+def target_line(coderd_url: str, source: str) -> str:
+    """Which deployment the plan is for, and which setting chose it (--url, CODER_URL, manifest)."""
+    return f"Target: {coderd_url} (from {source})"
+
+
+def render_text(plan: Plan, now: datetime, color: bool = False, target: str | None = None) -> str:
+    lines: list[str] = [target, ""] if target else []
     if plan.actions:
         lines += ["keysync will perform these actions:", ""]
         for action in plan.actions:
@@ -79,15 +84,16 @@ def render_text(plan: Plan, now: datetime, color: bool = False) -> str:
     return "\n".join(lines) + "\n"
 
 
-def render_markdown(plan: Plan, now: datetime, coderd_url: str) -> str:
-    lines = [f"### keysync plan for {coderd_url}", ""]
+def render_markdown(plan: Plan, now: datetime, coderd_url: str, source: str | None = None) -> str:
+    origin = f" (from {source})" if source else ""
+    lines = [f"### keysync plan for {coderd_url}{origin}", ""]
     if plan.has_changes or not plan.failures:
         lines.append(f"**{summary_line(plan)}**" if plan.has_changes else _no_changes(plan))
     if plan.actions:
         lines += [
             "",
-            "| | action | key | reason | key prefix | age | last used |",
-            "|---|---|---|---|---|---|---|",
+            "| | action | key | reason | live key destroyed | key prefix | age | last used |",
+            "|---|---|---|---|---|---|---|---|",
         ]
         for action in plan.actions:
             live = action.live
@@ -96,6 +102,7 @@ def render_markdown(plan: Plan, now: datetime, coderd_url: str) -> str:
                 action.action,
                 f"`{action.name}`",
                 action.reason,
+                f"`{live.name}`" if live else "",
                 f"`{live.key_prefix}`" if live else "",
                 age(live.created_at, now) if live else "",
                 relative(live.last_seen, now) if live else "",

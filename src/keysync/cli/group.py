@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import click
+from click.core import ParameterSource
 
 from keysync import __version__
 
@@ -72,6 +73,9 @@ def make_options(kwargs: dict[str, Any], **extra: Any) -> Any:
     fields = {name: kwargs.pop(name) for name in names}
     if fields["verbose"]:
         logging.getLogger("keysync").setLevel(logging.INFO)
+    context = click.get_current_context(silent=True)
+    from_env = context is not None and context.get_parameter_source("url") == ParameterSource.ENVIRONMENT
+    extra.setdefault("url_source", "CODER_URL" if from_env else "--url")
     return Options(format=kwargs.pop("output_format"), **fields, **extra)
 
 

@@ -28,10 +28,29 @@ def check_git(session: Session, force: bool) -> None:
         raise UnsafePlanError(problems[0])
 
 
+def _writes_sink(plan: Plan) -> bool:
+    return bool(plan.stale_records) or any(a.creates or a.action == "delete" for a in plan.actions)
+
+
 def preflight(session: Session, plan: Plan) -> None:
     """Before the first change, the sink must take a secret and give one up."""
-    if plan.stale_records or any(a.creates or a.action == "delete" for a in plan.actions):
+    if _writes_sink(plan):
         session.sink.check_writable()
+
+
+def readiness_problems(session: Session, plan: Plan) -> list[str]:
+    """What apply's preflight would refuse, found by the sink's read-only `check_ready()`, so
+    that a reviewed plan does not fail at merge. Sinks without that method are not checked."""
+    from keysync.errors import SinkError
+
+    check = getattr(session.sink, "check_ready", None)
+    if check is None or not _writes_sink(plan):
+        return []
+    try:
+        check()
+    except SinkError as exc:
+        return [f"apply would fail: {exc}"]
+    return []
 
 
 def execute_plan(

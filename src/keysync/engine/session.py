@@ -35,6 +35,7 @@ class Options:
     verbose: bool = False
     bypass_rate_limit: bool = False
     parallelism: int = 10
+    url_source: str = "--url"  # or "CODER_URL": which one gave `url`
 
 
 @dataclass(frozen=True)
@@ -69,6 +70,22 @@ class Session:
         if not url:
             raise UsageError("no coderd URL: pass --url, set CODER_URL, or set coderd.url in the manifest")
         return check_url(url)
+
+    @property
+    def url_source(self) -> str:
+        """Where `coderd_url` came from, for the plan's first line."""
+        return self.options.url_source if self.options.url else "the manifest's coderd.url"
+
+    def url_warnings(self) -> list[str]:
+        """When --url or CODER_URL sends the plan somewhere other than the manifest's coderd.url."""
+        manifest = self.manifest_if_present()
+        named = manifest.coderd.url if manifest else None
+        if not self.options.url or not named or named.rstrip("/") == self.coderd_url:
+            return []
+        return [
+            f"{self.options.url_source} ({self.coderd_url}) overrides the manifest's coderd.url "
+            f"({named}): this plan is for {self.coderd_url}"
+        ]
 
     def manifest_if_present(self) -> Manifest | None:
         """The manifest, or None when its file does not exist (export works without one)."""

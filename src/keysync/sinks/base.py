@@ -32,7 +32,9 @@ class Sink(Protocol):
     """A place that stores one secret record per key name.
 
     `store` returns only once the record is durable. `read` returns what plan needs, never
-    secrets. Methods raise `keysync.errors.SinkError` with a one-line message. apply calls `store`
+    secrets. Methods raise `keysync.errors.SinkError` with a one-line message. A sink may also
+    define `check_ready()`: the read-only part of `check_writable`, which plan runs as apply's
+    preflight (it must change nothing anywhere). apply calls `store`
     and `remove` one at a time, unless the class sets `concurrent_writes = True` to say they may
     run in several threads at once (as every built-in sink does).
     """
@@ -76,6 +78,11 @@ class OneWriteAtATime:
 
     def check_writable(self) -> None:
         self._sink.check_writable()
+
+    def check_ready(self) -> None:
+        check = getattr(self._sink, "check_ready", None)
+        if check is not None:
+            check()
 
     def store(self, record: SecretRecord) -> None:
         with self._writing:

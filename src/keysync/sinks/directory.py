@@ -15,6 +15,7 @@ from keysync.sinks.base import SinkContext
 from keysync.sinks.durable import (
     GroupCommit,
     atomic_write,
+    check_directory_ready,
     ensure_directory,
     file_lock,
     probe_writable,
@@ -62,6 +63,10 @@ class DirectorySink:
     def check_writable(self) -> None:
         self._load()
         probe_writable(self.path)
+
+    def check_ready(self) -> None:
+        self._load()
+        check_directory_ready(self.path)
 
     def store(self, record: SecretRecord) -> None:
         meta = self._load()

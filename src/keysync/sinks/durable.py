@@ -77,6 +77,18 @@ def fsync_directory(path: Path) -> None:
         os.close(fd)
 
 
+def check_directory_ready(directory: Path) -> None:
+    """What probe_writable finds, without writing: the directory, or the ancestor it would be
+    created in, must be a directory keysync may write to (plan's read-only preflight)."""
+    existing = directory
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise SinkError(f"sink directory {directory} cannot be created: {existing} is not a directory")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise SinkError(f"sink directory {existing} is not writable: permission denied")
+
+
 def probe_writable(directory: Path) -> None:
     ensure_directory(directory)
     probe = directory / f".keysync-probe.{os.getpid()}"

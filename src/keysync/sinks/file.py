@@ -17,6 +17,7 @@ from keysync.sinks.base import SinkContext
 from keysync.sinks.durable import (
     GroupCommit,
     atomic_write,
+    check_directory_ready,
     ensure_directory,
     file_lock,
     probe_writable,
@@ -56,6 +57,10 @@ class FileSink:
     def check_writable(self) -> None:
         self._load()
         probe_writable(self.path.parent)
+
+    def check_ready(self) -> None:
+        self._load()
+        check_directory_ready(self.path.parent)
 
     def store(self, record: SecretRecord) -> None:
         records = self._load()

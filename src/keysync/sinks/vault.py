@@ -24,6 +24,7 @@ import httpx
 
 from keysync.errors import SinkError
 from keysync.keys import SecretRecord, SinkView, StoredEntry
+from keysync.loopback import is_loopback
 from keysync.manifest.sinks import VaultAuthConfig, VaultSinkConfig
 from keysync.names import name_problem
 from keysync.secret import Secret, header_safe, mask
@@ -222,6 +223,9 @@ class VaultSink:
         return SinkView({entry.name: entry for _, entry in found if entry is not None})
 
     def check_writable(self) -> None:
+        self.check_ready()  # every check is read-only already
+
+    def check_ready(self) -> None:
         self._check_token()
         self._check_mount()
         path = self._template.path(_PROBE_NAME)
@@ -376,6 +380,15 @@ def _address(text: str) -> str:
         raise SinkError("vault sink: no address: set sink.address or VAULT_ADDR")
     if not address.startswith(("https://", "http://")):
         raise SinkError(f"vault sink: address {address!r} must start with https:// or http://")
+    try:
+        host = httpx.URL(address).host
+    except httpx.InvalidURL:
+        raise SinkError(f"vault sink: address {address!r} is not a valid URL") from None
+    if address.startswith("http://") and not is_loopback(host):
+        raise SinkError(
+            f"vault sink: address {address!r}: plain http:// would send the Vault token in clear "
+            "text; use https:// (plain http is allowed only for loopback)"
+        )
     return address
 
 

@@ -37,15 +37,16 @@ def plan_request(kwargs: dict[str, Any], force: bool = False) -> Any:
 
 def render_plan(snapshot: Any, session: Any, request: Any) -> str:
     from keysync.plandoc import plan_document
-    from keysync.render import render_markdown, render_text
+    from keysync.render import render_markdown, render_text, target_line
 
     fmt = session.options.format
     if fmt == "json":
         return json.dumps(plan_document(snapshot.plan, snapshot.world, request), indent=2)
     if fmt == "markdown":
-        return render_markdown(snapshot.plan, snapshot.now, session.coderd_url)
+        return render_markdown(snapshot.plan, snapshot.now, session.coderd_url, session.url_source)
     color = console.color_enabled(sys.stdout, session.options.no_color)
-    return render_text(snapshot.plan, snapshot.now, color)
+    target = target_line(session.coderd_url, session.url_source)
+    return render_text(snapshot.plan, snapshot.now, color, target)
 
 
 @click.command()
@@ -70,17 +71,12 @@ def plan(out: str | None, detailed_exitcode: bool, **kwargs: Any) -> int:
       keysync plan --format markdown > plan.md
       keysync plan --out plan.json --detailed-exitcode
     """
-    from keysync.engine.execution import git_problems
     from keysync.engine.session import Session
 
     request = plan_request(kwargs)
     session = Session(make_options(kwargs))
     try:
-        snapshot = session.snapshot(request)
-        git_warnings = [f"needs --force: {text}" for text in git_problems(session)]
-        snapshot = replace(
-            snapshot, plan=replace(snapshot.plan, warnings=snapshot.plan.warnings + git_warnings)
-        )
+        snapshot = preflighted(session, session.snapshot(request))
     finally:
         session.close()
     console.out(render_plan(snapshot, session, request))
@@ -92,6 +88,22 @@ def plan(out: str | None, detailed_exitcode: bool, **kwargs: Any) -> int:
             console.err(f"keysync: error: {failure}")
         return 1
     return EXIT_CHANGES if detailed_exitcode and snapshot.plan.has_changes else 0
+
+
+def preflighted(session: Any, snapshot: Any) -> Any:
+    """The plan with what apply would check first: the URL it targets, the git rail (a problem
+    that needs --force), and the sink's read-only checks (a failure: plan exits 1)."""
+    from keysync.engine.execution import git_problems, readiness_problems
+
+    plan = snapshot.plan
+    git = git_problems(session)
+    plan = replace(
+        plan,
+        warnings=[*session.url_warnings(), *plan.warnings, *(f"needs --force: {text}" for text in git)],
+        guards={**plan.guards, **{text: [] for text in git}},
+        failures=plan.failures + readiness_problems(session, plan),
+    )
+    return replace(snapshot, plan=plan)
 
 
 def save_plan(path: str, snapshot: Any, request: Any) -> None:
