@@ -17,7 +17,8 @@
     │   ├── OutcomeUnknownError  a create went out and no answer came back
     │   └── MalformedResponseError  an answer that is not what Coder sends
     ├── SinkError                a sink could not be read, written or locked
-    │   └── LockHeldError        another keysync holds the sink's lock
+    │   ├── LockHeldError        another keysync holds the sink's lock
+    │   └── SinkRefusedError     the sink refuses one key (a file it did not write); others go on
     ├── AuditError               the audit trail cannot be written
     └── ApplyFailedError         some actions failed; the report says which
 
@@ -125,6 +126,10 @@ class SinkError(KeysyncError):
 
 class LockHeldError(SinkError):
     pass
+
+
+class SinkRefusedError(SinkError):
+    """One key the sink will not take: unlike a failed write, it does not stop the apply."""
 
 
 class AuditError(KeysyncError):
