@@ -17,6 +17,7 @@ ROOT_HELP = (
     "  apply       Carry out the plan: create, delete and replace keys,...\n"
     "  dev-server  Run a local emulator of the Coder AI Gateway keys API.\n"
     "  export      Write a manifest of the live keys to stdout, to adopt an...\n"
+    "  import      Put the secret of the live key NAME, read from stdin, into...\n"
     "  plan        Show what apply would change.\n"
     "  schema      Print the manifest's JSON Schema.\n"
     "  status      Show live keys with age, last use, and whether the sink...\n"

@@ -88,8 +88,10 @@ class Session:
         ]
 
     def manifest_if_present(self) -> Manifest | None:
-        """The manifest, or None when its file does not exist (export works without one)."""
-        return self.loaded.manifest if self.options.manifest.exists() else None
+        """The manifest, or None when its file does not exist or is empty (export works without
+        one, and `keysync export > keysync.yaml` has emptied it before export starts)."""
+        path = self.options.manifest
+        return self.loaded.manifest if path.exists() and path.stat().st_size > 0 else None
 
     def _manifest_api(self) -> str:
         manifest = self.manifest_if_present()

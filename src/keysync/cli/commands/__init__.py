@@ -38,8 +38,8 @@ def boundary(func: Callable[..., int]) -> Callable[..., int]:
 
 
 def register(group: click.Group) -> None:
-    from keysync.cli.commands import applying, inspecting, planning, serving, watching
+    from keysync.cli.commands import applying, importing, inspecting, planning, serving, watching
 
-    for module in (inspecting, planning, applying, serving, watching):
+    for module in (inspecting, importing, planning, applying, serving, watching):
         for command in module.COMMANDS:
             group.add_command(command)

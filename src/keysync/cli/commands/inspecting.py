@@ -101,10 +101,8 @@ def export(**kwargs: Any) -> int:
     Example:
       keysync export --url https://coder.example.com > keysync.yaml
     """
-    import yaml
-
+    from keysync.adoption import export_document, export_yaml
     from keysync.engine.session import Session
-    from keysync.generations import logical_name
 
     session = Session(make_options(kwargs))
     manifest = session.manifest_if_present()
@@ -113,14 +111,11 @@ def export(**kwargs: Any) -> int:
         coderd = {"url": session.coderd_url, "api": session.client.api}
     finally:
         session.close()
-    live = {logical_name(key.name) for key in keys}  # a rotation generation `gw-r2` is key `gw`
-    names = sorted(name for name in live if not (manifest and manifest.policy.ignores(name)))
-    document = {"version": 1, "coderd": coderd, "keys": names}
-    header = "# yaml-language-server: $schema=schemas/keysync.schema.json\n"
+    document = export_document(keys, coderd, manifest)
     if session.options.format == "json":
         console.out(json.dumps(document, indent=2))
     else:
-        console.out(header + yaml.safe_dump(document, sort_keys=False))
+        console.out(export_yaml(document))
     return 0
 
 
