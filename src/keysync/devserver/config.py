@@ -23,6 +23,16 @@ REQUEST_TYPES = {
     "ai-gateway-keys": "CreateAIGatewayKeyRequest",
 }
 
+# Where each generation's AI Bridge data plane catches every path its static routes do not serve.
+CATCH_ALL_PREFIXES = {
+    "coderd-keys": ("/api/v2/aibridge",),
+    "aibridge-keys": ("/api/v2/aibridge",),
+    "ai-gateway-keys": ("/api/v2/aibridge", "/api/v2/ai-gateway"),
+}
+
+# The listed field that says when a key was last seen; the newest servers renamed it.
+SEEN_FIELDS = ("last_heartbeat_at", "last_used_at")
+
 FEATURE_MESSAGES = {
     "coderd-keys": "AI Bridge is a Premium feature. Contact sales!",
     "aibridge-keys": "AI Bridge is a Premium feature. Contact sales!",
@@ -45,12 +55,22 @@ class DevServerConfig:
     fail_rate: float = 0.0
     lose_response_rate: float = 0.0
     rate_limit: int = 0
+    rate_window: float = 60.0  # seconds
+    heartbeat_interval: float = 60.0  # seconds
+    # None: the generation's own (last_heartbeat_at on ai-gateway-keys, else last_used_at).
+    last_seen_field: str | None = None
     seed: int | None = None
 
     def __post_init__(self) -> None:
         problems = list(_problems(self))
         if problems:
             raise ValueError("invalid dev server settings: " + "; ".join(problems))
+
+    @property
+    def seen_field(self) -> str:
+        if self.last_seen_field is not None:
+            return self.last_seen_field
+        return "last_heartbeat_at" if self.api == "ai-gateway-keys" else "last_used_at"
 
 
 def _problems(config: DevServerConfig) -> list[str]:
@@ -61,6 +81,16 @@ def _problems(config: DevServerConfig) -> list[str]:
         (0.0 <= config.fail_rate <= 1.0, "fail_rate must be between 0 and 1"),
         (0.0 <= config.lose_response_rate <= 1.0, "lose_response_rate must be between 0 and 1"),
         (config.rate_limit >= 0, "rate_limit must not be negative"),
+        (config.rate_window > 0, "rate_window must be positive"),
+        (config.heartbeat_interval > 0, "heartbeat_interval must be positive"),
+        (
+            config.last_seen_field in (None, *SEEN_FIELDS),
+            f"last_seen_field must be one of {', '.join(SEEN_FIELDS)}",
+        ),
+        (
+            config.last_seen_field != "last_heartbeat_at" or config.api == "ai-gateway-keys",
+            "last_seen_field last_heartbeat_at exists only on ai-gateway-keys servers",
+        ),
         (config.token != "", "token must not be empty"),
         (config.member_token != "", "member_token must not be empty"),
         (

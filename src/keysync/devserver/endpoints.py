@@ -1,4 +1,4 @@
-"""The key endpoints proper: list, create, delete, and the gateway's key check.
+"""The key endpoints proper: list, create and delete.
 
 The order of checks inside each follows Coder's handlers: the body or the UUID is read before
 the owner check, and the owner check comes before the name rule and uniqueness.
@@ -10,28 +10,28 @@ import re
 from typing import Any
 
 from keysync.devserver import messages
-from keysync.devserver.exchange import Request, Response, json_response
+from keysync.devserver.exchange import Response, json_response
 from keysync.devserver.faults import Faults
 from keysync.devserver.gojson import DecodeError, decode_name, format_time
 from keysync.devserver.gouuid import parse_uuid
 from keysync.devserver.model import StoredKey
 from keysync.devserver.store import DuplicateNameError, KeyStore
 
-GATEWAY_KEY_HEADER = "X-Coder-AI-Governance-Gateway-Key"
 _NAME = re.compile(r"[a-z0-9]+(-[a-z0-9]+)*")
 _MAX_NAME_LENGTH = 64
 
 
 class KeyEndpoints:
-    def __init__(self, store: KeyStore, faults: Faults, request_type: str) -> None:
+    def __init__(self, store: KeyStore, faults: Faults, request_type: str, seen_field: str) -> None:
         self._store = store
         self._faults = faults
         self._request_type = request_type
+        self._seen_field = seen_field
 
     def list(self, owner: bool) -> Response:
         if not owner:
             return json_response(403, messages.FORBIDDEN)
-        return json_response(200, [_listed(key) for key in self._store.list()])
+        return json_response(200, [_listed(key, self._seen_field) for key in self._store.list()])
 
     def create(self, body: bytes, owner: bool) -> Response:
         try:
@@ -57,16 +57,6 @@ class KeyEndpoints:
             return json_response(404, messages.RESOURCE_NOT_FOUND)
         return Response(204)
 
-    def serve(self, request: Request) -> Response:
-        """What a gateway replica gets when it presents its key."""
-        presented = request.header(GATEWAY_KEY_HEADER).strip()
-        if not presented:
-            return json_response(401, messages.GATEWAY_KEY_REQUIRED)
-        key = self._store.use(presented)
-        if key is None:
-            return json_response(401, messages.GATEWAY_KEY_INVALID)
-        return json_response(200, {"id": key.id, "name": key.name})
-
     def _insert(self, name: str) -> Response:
         try:
             key, secret = self._store.create(name)
@@ -82,13 +72,13 @@ def valid_name(name: str) -> bool:
     return len(name) <= _MAX_NAME_LENGTH and _NAME.fullmatch(name) is not None
 
 
-def _listed(key: StoredKey) -> dict[str, Any]:
+def _listed(key: StoredKey, seen_field: str) -> dict[str, Any]:
     listed = {
         "id": key.id,
         "name": key.name,
         "key_prefix": key.key_prefix,
         "created_at": format_time(key.created_at),
     }
-    if key.last_used_at is not None:
-        listed["last_used_at"] = format_time(key.last_used_at)
+    if key.last_seen_at is not None:  # omitted while null, as Go's omitempty
+        listed[seen_field] = format_time(key.last_seen_at)
     return listed

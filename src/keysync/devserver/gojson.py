@@ -160,3 +160,20 @@ def quote_char(char: str) -> str:
     if ord(char) < 0x20 or ord(char) == 0x7F:
         return f"'\\x{ord(char):02x}'"
     return f"'{char}'"
+
+
+def go_quote(text: str) -> str:
+    """A string quoted as Go's %q (strconv.Quote) quotes it, for the printable cases and escapes."""
+    out = []
+    for char in text:
+        if char == '"':
+            out.append('\\"')
+        elif char == "'":
+            out.append("'")
+        elif char in _QUOTE_ESCAPES:
+            out.append(_QUOTE_ESCAPES[char])
+        elif ord(char) < 0x20 or ord(char) == 0x7F:
+            out.append(f"\\x{ord(char):02x}")
+        else:
+            out.append(char)
+    return f'"{"".join(out)}"'

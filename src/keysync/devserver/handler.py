@@ -47,7 +47,8 @@ class DevRequestHandler(BaseHTTPRequestHandler):
 
     def _exchange(self) -> None:
         started = self._arrived
-        path = urlsplit(self.path).path
+        target = urlsplit(self.path)
+        path = target.path
         try:
             body = read_body(self.headers, self.rfile)
         except BodyError as exc:
@@ -57,15 +58,18 @@ class DevRequestHandler(BaseHTTPRequestHandler):
         # Like a server latency/2 away each way: the change lands halfway, the answer leaves once the
         # whole latency has passed since arrival, whatever the handling took.
         self.server.wait_until(started, 0.5)
-        response = self._respond(Request(self.command, path, self._header_map(), body, self._ip()))
+        response = self._respond(self._request(path, target.query, body))
         self.server.wait_until(started, 1.0)
         # Logged before the answer goes out: once a client has its answer, the line is written.
         outcome = "dropped" if response.drop else str(response.status)
         self.server.log.request(self.command, path, outcome, time.perf_counter() - started)
         if response.drop:
             self._drop()
-        else:
-            self._send(response)
+            return
+        self._send(response)
+        if response.takeover is not None:
+            self.close_connection = True  # after the upgrade, the connection is no longer HTTP
+            response.takeover(self.connection, self.rfile)
 
     def _respond(self, request: Request) -> Response:
         try:
@@ -74,11 +78,16 @@ class DevRequestHandler(BaseHTTPRequestHandler):
             self.server.log.line(f"internal error: {type(exc).__name__}")
             return json_response(500, messages.internal_error(type(exc).__name__))
 
-    def _header_map(self) -> dict[str, str]:
-        return {name.lower(): value for name, value in self.headers.items()}
-
-    def _ip(self) -> str:
-        return str(self.client_address[0])
+    def _request(self, path: str, query: str, body: bytes) -> Request:
+        first: dict[str, str] = {}
+        repeated: dict[str, list[str]] = {}
+        for name, value in self.headers.items():
+            first.setdefault(name.lower(), value)  # Go's Header.Get reads the first value
+            repeated.setdefault(name.lower(), []).append(value)
+        every = {name: tuple(values) for name, values in repeated.items()}
+        return Request(
+            self.command, path, first, body, str(self.client_address[0]), query, self.request_version, every
+        )
 
     def _send(self, response: Response) -> None:
         """The status line, headers and body in one write, as Go's buffered writer sends them."""
@@ -89,9 +98,9 @@ class DevRequestHandler(BaseHTTPRequestHandler):
             f"Date: {self.date_time_string()}",
             *(f"{name}: {value}" for name, value in response.headers.items()),
         ]
-        if response.status != 204:  # RFC 9110: no Content-Length on 204
+        if response.status not in (101, 204):  # RFC 9110: no Content-Length on 1xx and 204
             head.append(f"Content-Length: {len(response.body)}")
-        if self.close_connection:
+        if self.close_connection and "Connection" not in response.headers:
             head.append("Connection: close")
         body = response.body if self.command != "HEAD" else b""
         self.wfile.write("\r\n".join(head).encode("latin-1") + b"\r\n\r\n" + body)

@@ -9,6 +9,7 @@ Body = dict[str, Any]
 SIGNED_OUT = "You are signed out or your session has expired. Please sign in again to continue."
 NO_TOKEN_DETAIL = 'Cookie "coder_session_token" or query parameter must be provided.'
 INVALID_TOKEN_DETAIL = "API key is invalid."
+WRONG_SECRET_DETAIL = "API key secret is invalid."
 NAME_FORMAT_DETAIL = (
     "Must be 64 characters or fewer, lowercase letters, numbers, and non-consecutive hyphens, "
     "cannot start or end with a hyphen."
@@ -34,10 +35,23 @@ NAME_TAKEN: Body = {
     "message": "Key name must be unique.",
     "validations": [{"field": "name", "detail": "A key with this name already exists."}],
 }
-PROXY_FAILED: Body = {"message": "Failed to proxy the request to AI Bridge."}
-BYPASS_REFUSED: Body = {"message": "You are not authorized to bypass the rate limit."}
 GATEWAY_KEY_REQUIRED: Body = {"message": "AI Gateway key required."}
 GATEWAY_KEY_INVALID: Body = {"message": "AI Gateway key invalid."}
+# The newest generation's own 500s, which carry no detail.
+LIST_FAILED: Body = {"message": "Failed to list keys."}
+CREATE_FAILED: Body = {"message": "Failed to create key. Please retry."}
+DELETE_FAILED: Body = {"message": "Failed to delete key."}
+
+# Plain text, as Go's http.Error writes it.
+BYPASS_REFUSED = '"X-Coder-Bypass-Ratelimit" provided but user is not owner'
+NO_AUTH_KEY = "no authentication key provided"
+UNAUTHORIZED = "unauthorized"
+PAGE_NOT_FOUND = "404 page not found"
+
+INVALID_TOKEN_CHALLENGE = (
+    'Bearer realm="coder", error="invalid_token", error_description="The access token is invalid", '
+    "resource_metadata={metadata}"
+)
 
 
 def signed_out(detail: str) -> Body:
@@ -56,8 +70,26 @@ def internal_error(detail: str) -> Body:
     return {"message": "An internal server error occurred.", "detail": detail}
 
 
-def rate_limited(limit: int) -> Body:
-    return {"message": f"You've been rate limited for sending more than {limit} requests in 1m0s."}
+def rate_limited(limit: int, window: str) -> Body:
+    return {"message": f"You've been rate limited for sending more than {limit} requests in {window}."}
+
+
+def incompatible_version(why: str, sent: str, ours: str) -> Body:
+    return {
+        "message": "Incompatible or unparsable version",
+        "validations": [
+            {"field": "version", "detail": why},
+            {"field": "client_api_version", "detail": sent},
+            {"field": "server_api_version", "detail": ours},
+        ],
+    }
+
+
+def websocket_refused(error: str) -> Body:
+    return {
+        "message": "Failed to accept websocket connection.",
+        "detail": f"failed to accept WebSocket connection: {error}",
+    }
 
 
 def feature_disabled(message: str) -> Body:

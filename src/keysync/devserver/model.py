@@ -13,4 +13,4 @@ class StoredKey:
     key_prefix: str
     hashed_secret: str
     created_at: datetime
-    last_used_at: datetime | None = None
+    last_seen_at: datetime | None = None  # the last heartbeat of a replica using it

@@ -70,7 +70,7 @@ def _key_from(item: dict[str, Any]) -> StoredKey:
         key_prefix=str(item["key_prefix"]),
         hashed_secret=str(item["hashed_secret"]),
         created_at=datetime.fromisoformat(item["created_at"]),
-        last_used_at=datetime.fromisoformat(last_used) if last_used else None,
+        last_seen_at=datetime.fromisoformat(last_used) if last_used else None,
     )
 
 
@@ -81,5 +81,5 @@ def _key_data(key: StoredKey) -> dict[str, Any]:
         "key_prefix": key.key_prefix,
         "hashed_secret": key.hashed_secret,
         "created_at": format_time(key.created_at),
-        "last_used_at": format_time(key.last_used_at) if key.last_used_at else None,
+        "last_used_at": format_time(key.last_seen_at) if key.last_seen_at else None,
     }

@@ -93,15 +93,23 @@ class KeyStore:
             self._save()
             return True
 
-    def use(self, secret: str) -> StoredKey | None:
-        """The key whose secret this is, marked as used now; None for an unknown secret."""
+    def find(self, secret: str) -> StoredKey | None:
+        """The key whose secret this is; None for an unknown secret."""
         with self._lock:
             key = self._keys.get(self._prefixes.get(secret[:PREFIX_LENGTH], ""))
             if key is None or not hmac.compare_digest(key.hashed_secret, hash_secret(secret)):
                 return None
-            key.last_used_at = datetime.now(UTC)
-            self._save()
             return dataclasses.replace(key)
+
+    def heartbeat(self, key_id: str) -> bool:
+        """Mark the key as seen now; False when it no longer exists."""
+        with self._lock:
+            key = self._keys.get(key_id)
+            if key is None:
+                return False
+            key.last_seen_at = datetime.now(UTC)
+            self._save()
+            return True
 
     def _unused_id(self) -> str:
         # A seed replayed over a state file it already filled would repeat its ids.

@@ -19,9 +19,15 @@ from keysync.cli.commands import boundary
 @click.option(
     "--api",
     type=click.Choice(["coderd-keys", "aibridge-keys", "ai-gateway-keys"]),
-    default="coderd-keys",
+    default="ai-gateway-keys",
     show_default=True,
     help="Which API generation to serve.",
+)
+@click.option(
+    "--last-seen-field",
+    type=click.Choice(["last_heartbeat_at", "last_used_at"]),
+    help="The listed field for a key's last heartbeat: last_heartbeat_at (the default on "
+    "ai-gateway-keys) or last_used_at (the older generations; with ai-gateway-keys, its first servers).",
 )
 @click.option("--feature-disabled", is_flag=True, help="Answer 403 Premium feature.")
 @click.option(
@@ -55,7 +61,21 @@ from keysync.cli.commands import boundary
     type=click.IntRange(min=0),
     default=0,
     show_default=True,
-    help="Requests per minute per path (0 = off).",
+    help="Requests per window per user and path, as a sliding window (0 = off).",
+)
+@click.option(
+    "--rate-window",
+    default="1m",
+    show_default=True,
+    metavar="DURATION",
+    help="The rate limit's window; shorter only to make tests and benchmarks quick.",
+)
+@click.option(
+    "--heartbeat-interval",
+    default="60s",
+    show_default=True,
+    metavar="DURATION",
+    help="How often an open gateway connection records a heartbeat and checks its key still exists.",
 )
 @click.option("--seed", type=int, help="Make ids, secrets and faults reproducible.")
 @boundary
@@ -71,6 +91,9 @@ def dev_server(
     fail_rate: float,
     lose_response_rate: float,
     rate_limit: int,
+    rate_window: str,
+    heartbeat_interval: str,
+    last_seen_field: str | None,
     seed: int | None,
 ) -> int:
     """Run a local emulator of the Coder AI Gateway keys API.
@@ -80,6 +103,7 @@ def dev_server(
       keysync dev-server --port 7080 --token dev-token --latency-ms 20
     """
     from keysync.devserver import DevServerConfig, run
+    from keysync.duration import parse_duration
     from keysync.errors import UsageError
 
     try:
@@ -95,6 +119,9 @@ def dev_server(
             fail_rate=fail_rate,
             lose_response_rate=lose_response_rate,
             rate_limit=rate_limit,
+            rate_window=parse_duration(rate_window).total_seconds(),
+            heartbeat_interval=parse_duration(heartbeat_interval).total_seconds(),
+            last_seen_field=last_seen_field,
             seed=seed,
         )
     except ValueError as exc:
