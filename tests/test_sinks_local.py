@@ -24,7 +24,8 @@ from keysync.secret import Secret
 from keysync.sinks import file as file_module
 from keysync.sinks.base import SinkContext
 from keysync.sinks.directory import SIDECAR, DirectorySink
-from keysync.sinks.durable import GroupCommit, atomic_write
+from keysync.sinks.durable import atomic_write
+from keysync.sinks.groupcommit import GroupCommit
 from keysync.sinks.file import FileSink
 
 URL = "https://coder.example.com"

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict
@@ -109,7 +110,10 @@ class StoredEntry:
 @dataclass(frozen=True)
 class SinkView:
     """The sink's contents as plan sees them; `readable` is False for sinks that cannot be read
-    back (exec), whose entries are then unknown."""
+    back (exec), whose entries are then unknown. Such a sink may still know, per name, the id of
+    the key whose delivery it last confirmed (`delivered`, "" when none was): a name it lists is
+    held only by that key; a name it does not list is assumed held by its newest key."""
 
     entries: dict[str, StoredEntry]
     readable: bool = True
+    delivered: Mapping[str, str] = field(default_factory=dict)

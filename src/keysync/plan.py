@@ -173,9 +173,13 @@ class _Builder:
             self.warnings.append(f"{spec.name!r} is protected: not replaced ({reason})")
 
     def _held(self, name: str, generations: list[Generation]) -> Generation | None:
-        """The generation whose secret the sink holds; the newest when the sink cannot be read."""
+        """The generation whose secret the sink holds. A sink that cannot be read back holds the
+        key whose delivery it confirmed, or for a name it never handled, the newest."""
         if not self.sink.readable:
-            return generations[-1]
+            if name not in self.sink.delivered:
+                return generations[-1]
+            delivered = self.sink.delivered[name]
+            return next((g for g in generations if g.key.id == delivered), None)
         entry = self.sink.entries.get(name)
         if entry is None:
             return None

@@ -39,13 +39,21 @@ def summary_line(report: ApplyReport) -> str:
         return f"Apply interrupted: {done}, {len(report.not_started)} not started."
     if report.succeeded:
         return f"Apply complete: {done}."
+    if report.sink_failure is not None:
+        return (
+            f"Apply failed: the sink failed, so nothing more was started: {done}, "
+            f"{len(report.not_started)} not started. Fix the sink, then `keysync apply` again."
+        )
     return f"Apply failed: {done}. Run `keysync plan` to see what is left; `keysync apply` again to finish."
 
 
 def render_report(report: ApplyReport) -> str:
     lines = [outcome_line(outcome) for outcome in sorted(report.outcomes, key=lambda o: o.action.sort_key())]
     lines += [f"  . not started: {action.action} {action.name}" for action in report.not_started]
+    lines += [f"  ~ {note}" for note in report.notes]
     lines += [f"  ! {error}" for error in report.cleanup_errors]
+    if report.sink_failure is not None:
+        lines.append(f"  ! the sink failed: {report.sink_failure}")
     lines.append(summary_line(report))
     return "\n".join(lines)
 
@@ -58,5 +66,7 @@ def report_document(report: ApplyReport) -> dict[str, Any]:
         "actions": [o.data() for o in sorted(report.outcomes, key=lambda o: o.action.sort_key())],
         "not_started": [a.data() for a in report.not_started],
         "errors": report.cleanup_errors,
+        "notes": report.notes,
+        "sink_failure": report.sink_failure,
         "summary": report.counts(),
     }

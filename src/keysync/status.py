@@ -15,7 +15,12 @@ from keysync.timefmt import age, relative, rfc3339
 def sink_state(key: LiveKey, logical: str, view: SinkView) -> str:
     """held, previous (the sink holds a newer generation), missing, stale or unknown."""
     if not view.readable:
-        return "unknown"
+        if logical not in view.delivered:
+            return "unknown"
+        delivered = view.delivered[logical]
+        if key.id == delivered:
+            return "held"
+        return "stale" if delivered else "missing"
     entry = view.entries.get(logical)
     if entry is None:
         return "missing"

@@ -6,11 +6,11 @@ The Coder API and the sink come in as small protocols, so this module does no I/
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from keysync.errors import ApiError, KeysyncError, OutcomeUnknownError, SinkError
+from keysync.errors import ApiError, KeysyncError, OutcomeUnknownError, SinkError, SinkRefusedError
 from keysync.keys import CreatedKey, LiveKey, SecretRecord
 from keysync.plan import Action, Plan
 
@@ -57,6 +57,8 @@ class ApplyReport:
     not_started: list[Action] = field(default_factory=list)
     cleanup_errors: list[str] = field(default_factory=list)
     interrupted: bool = False
+    notes: list[str] = field(default_factory=list)  # what the sink did after the actions (rollouts)
+    sink_failure: str | None = None  # the failed sink write that stopped the apply, if one did
 
     @property
     def failed(self) -> list[Outcome]:
@@ -83,6 +85,15 @@ class _Shift:
     taking: threading.Lock = field(default_factory=threading.Lock)
     reporting: threading.Lock = field(default_factory=threading.Lock)
     failures: list[BaseException] = field(default_factory=list)
+    # Set by the first failed sink write: a sink that lost one secret would lose the next one too,
+    # and every replace started after it would destroy a working key for nothing.
+    halted: threading.Event = field(default_factory=threading.Event)
+
+    def halt(self, error: SinkError) -> None:
+        with self.reporting:
+            if self.report.sink_failure is None:
+                self.report.sink_failure = str(error)
+        self.halted.set()
 
 
 class Applier:
@@ -109,10 +120,11 @@ class Applier:
 
     def apply(self, plan: Plan) -> ApplyReport:
         report = ApplyReport()
-        shift = _Shift(iter(plan.actions), report)
+        actions = self._prepared(plan.actions, report)
+        shift = _Shift(iter(actions), report)
         workers = [
             threading.Thread(target=self._work, args=(shift,), name=f"keysync-apply-{i}", daemon=True)
-            for i in range(min(self._in_flight_limit, len(plan.actions)))
+            for i in range(min(self._in_flight_limit, len(actions)))
         ]
         try:
             for worker in workers:
@@ -126,9 +138,28 @@ class Applier:
             raise shift.failures[0]
         report.not_started += list(shift.pending)
         report.interrupted = self._stop.is_set()
-        if not report.interrupted:
+        if not report.interrupted and report.sink_failure is None:
             report.cleanup_errors = self._remove_stale(plan.stale_records)
         return report
+
+    def _prepared(self, actions: Sequence[Action], report: ApplyReport) -> list[Action]:
+        """The actions to run, once the sink has seen them all (`prepare`, for sinks that have it:
+        it records what it needs and refuses the keys it will not take, before any is touched)."""
+        prepare: Callable[[Sequence[Action]], dict[str, str]] | None = getattr(self._sink, "prepare", None)
+        if prepare is None or not actions:
+            return list(actions)
+        try:
+            refused = prepare(actions)
+        except SinkError as exc:
+            report.sink_failure = str(exc)
+            report.not_started += actions
+            return []
+        for action in actions:
+            if action.creates and action.name in refused:
+                outcome = Outcome(action, error=refused[action.name])
+                report.outcomes.append(outcome)
+                self._on_outcome(outcome)
+        return [a for a in actions if not (a.creates and a.name in refused)]
 
     @staticmethod
     def _join(workers: list[threading.Thread]) -> None:
@@ -138,12 +169,12 @@ class Applier:
 
     def _work(self, shift: _Shift) -> None:
         """Takes actions until none are left: no thread hands an action or an outcome to another."""
-        while not self._stop.is_set():
+        while not (self._stop.is_set() or shift.halted.is_set()):
             with shift.taking:
                 action = next(shift.pending, None)
             if action is None:
                 return
-            result = self._task(action)
+            result = self._task(action, shift)
             with shift.reporting:
                 if isinstance(result, Action):
                     shift.report.not_started.append(result)
@@ -155,30 +186,36 @@ class Applier:
                     shift.failures.append(exc)
                     self._stop.set()
 
-    def _task(self, action: Action) -> Outcome | Action:
+    def _task(self, action: Action, shift: _Shift) -> Outcome | Action:
         """Always an answer, so that a bug in one action fails that action, not the apply."""
         try:
-            return self._run(action)
+            return self._run(action, shift)
+        except SinkRefusedError as exc:  # this key only: the sink is fine
+            return Outcome(action, error=str(exc))
+        except SinkError as exc:
+            shift.halt(exc.__cause__ if isinstance(exc.__cause__, SinkError) else exc)
+            return Outcome(action, error=str(exc))
+        except KeysyncError as exc:
+            return Outcome(action, error=str(exc))
         except Exception as exc:
             return Outcome(action, error=f"internal error (a bug, please report it): {type(exc).__name__}")
 
-    def _run(self, action: Action) -> Outcome | Action:
-        """The outcome of an action, or the action itself when an interrupt came first."""
-        try:
-            with self._slots:
-                if self._stop.is_set():
-                    return action
-                if action.destroys:
-                    assert action.live is not None
-                    self._api.delete_key(action.live.id)
-                created = self._create(action.live_name) if action.creates else None
-            if created is not None:
-                return Outcome(action, created=self._deliver(created, action.name))
-            if action.action == "delete":
-                self._sink.remove(action.name, action.live.id if action.live else "")
-            return Outcome(action)
-        except KeysyncError as exc:
-            return Outcome(action, error=str(exc))
+    def _run(self, action: Action, shift: _Shift) -> Outcome | Action:
+        """The outcome of an action, or the action itself when an interrupt or a failed sink
+        write came first. Once started, an action runs to its end: a replace whose delete is
+        done still creates its successor."""
+        with self._slots:
+            if self._stop.is_set() or shift.halted.is_set():
+                return action
+            if action.destroys:
+                assert action.live is not None
+                self._api.delete_key(action.live.id)
+            created = self._create(action.live_name) if action.creates else None
+        if created is not None:
+            return Outcome(action, created=self._deliver(created, action.name))
+        if action.action == "delete":
+            self._sink.remove(action.name, action.live.id if action.live else "")
+        return Outcome(action)
 
     def _create(self, live_name: str) -> CreatedKey:
         for _ in range(_CREATE_ATTEMPTS - 1):
@@ -199,7 +236,9 @@ class Applier:
         try:
             self._sink.store(record)
         except SinkError as exc:
-            raise SinkError(f"{exc}; {self._undo_create(created.live)}") from None
+            kind = SinkRefusedError if isinstance(exc, SinkRefusedError) else SinkError
+            # The cause keeps the sink's own words, for the report's one line on why it stopped.
+            raise kind(f"{exc}; {self._undo_create(created.live)}") from exc
         return created.live
 
     def _undo_create(self, live: LiveKey) -> str:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Protocol
 from pydantic import BaseModel
 
 from keysync.keys import SecretRecord, SinkView
+from keysync.plan import Action
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,7 @@ class SinkContext:
     coderd_url: str
     env: Mapping[str, str] = field(default_factory=dict)
     timeout: float = 30.0
+    force: bool = False  # apply --force: a sink may adopt what it would otherwise refuse
 
     def resolve(self, path: str) -> Path:
         candidate = Path(path).expanduser()
@@ -34,7 +36,15 @@ class Sink(Protocol):
     `store` returns only once the record is durable. `read` returns what plan needs, never
     secrets. Methods raise `keysync.errors.SinkError` with a one-line message. A sink may also
     define `check_ready()`: the read-only part of `check_writable`, which plan runs as apply's
-    preflight (it must change nothing anywhere). apply calls `store`
+    preflight (it must change nothing anywhere). `prepare(actions)` runs once before apply
+    starts its actions: it records what the sink needs to notice a delivery cut short (the exec
+    journal) and returns, by name, the keys it refuses (a file it did not write), which then fail
+    untouched. Two more optional hooks: `review_plan(plan)`
+    returns the plan with what only the sink can know added (warnings, failures), for plan and
+    apply alike; `after_apply(written)` runs once an apply's actions are done, with the names
+    whose secret changed, and returns (line, ok) notes for the report (a line not ok fails the
+    apply: the kubernetes sink's rollouts). An `endpoint_warnings` list attribute holds what
+    plan warns about where credentials go (`keysync.hosts.env_endpoint`). apply calls `store`
     and `remove` one at a time, unless the class sets `concurrent_writes = True` to say they may
     run in several threads at once (as every built-in sink does).
     """
@@ -83,6 +93,10 @@ class OneWriteAtATime:
         check = getattr(self._sink, "check_ready", None)
         if check is not None:
             check()
+
+    def prepare(self, actions: Sequence[Action]) -> dict[str, str]:
+        prepare = getattr(self._sink, "prepare", None)
+        return dict(prepare(actions)) if prepare is not None else {}
 
     def store(self, record: SecretRecord) -> None:
         with self._writing:

@@ -3,23 +3,28 @@
 from __future__ import annotations
 
 import json
+import os
 import threading
-from contextlib import AbstractContextManager
+from collections.abc import Sequence
+from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 
-from keysync.errors import SinkError
+from keysync.errors import SinkError, SinkRefusedError
 from keysync.keys import SecretRecord, SinkView, StoredEntry
 from keysync.manifest.sinks import DirectorySinkConfig
 from keysync.names import name_problem
+from keysync.plan import Action
 from keysync.sinks.base import SinkContext
 from keysync.sinks.durable import (
-    GroupCommit,
     atomic_write,
     check_directory_ready,
     ensure_directory,
-    file_lock,
     probe_writable,
+    record_size,
+    size_of,
 )
+from keysync.sinks.groupcommit import GroupCommit
+from keysync.sinks.lock import file_lock
 from keysync.sinks.recordlines import RecordLines
 
 SIDECAR = ".keysync.json"
@@ -36,6 +41,7 @@ class DirectorySink:
         self._lines: RecordLines | None = None  # the sidecar's, built at its first flush
         self._guard = threading.Lock()
         self._commit = GroupCommit(self._render_sidecar, self._write_sidecar)
+        self._identity: tuple[int, int] | None = None  # the directory written into, once made
 
     def describe(self) -> str:
         return f"directory {self.path}"
@@ -62,15 +68,25 @@ class DirectorySink:
 
     def check_writable(self) -> None:
         self._load()
-        probe_writable(self.path)
+        probe_writable(self.path, size_of(self.path / SIDECAR) + record_size(self._url))
+        self._ready()
 
     def check_ready(self) -> None:
         self._load()
         check_directory_ready(self.path)
 
+    def prepare(self, actions: Sequence[Action]) -> dict[str, str]:
+        """Before apply starts: the names it will write that the sidecar does not list yet are
+        claimed in one sidecar write (so a file keysync writes is always one it can tell is its
+        own, even after a crash), and a name whose file is someone else's is refused."""
+        return self._claim(sorted({action.name for action in actions if action.creates}))
+
     def store(self, record: SecretRecord) -> None:
+        refusal = self._claim([record.name]).get(record.name)
+        if refusal is not None:
+            raise SinkRefusedError(refusal)
         meta = self._load()
-        ensure_directory(self.path)
+        self._ready()
         path = self._file(record.name)
         previous = (self._read_secret(record.name), meta.get(record.name))
         # The secret file is synced by itself; the sidecar's group commit syncs the directory.
@@ -81,23 +97,59 @@ class DirectorySink:
             self._restore(record.name, *previous)
             raise
 
+    def _claim(self, names: list[str]) -> dict[str, str]:
+        """Lists names in the sidecar before their files are written; refuses occupied ones."""
+        meta = self._load()
+        new = [name for name in names if name not in meta]
+        refused = {name: self._not_ours(name) for name in new if os.path.lexists(self._file(name))}
+        claimed = [name for name in new if name not in refused]
+        if claimed:
+            self._ready()
+            self._commit.commit(lambda: self._set_all(meta, claimed))
+        return refused
+
+    def _set_all(self, meta: dict[str, dict[str, str]], names: list[str]) -> None:
+        for name in names:
+            self._set(meta, name, {})
+
+    def _not_ours(self, name: str) -> str:
+        return (
+            f"directory sink: {self._file(name)} exists and keysync did not write it (it is not "
+            f"in {SIDECAR}); keysync never replaces such a file: move it aside"
+        )
+
     def _restore(self, name: str, secret: str | None, entry: dict[str, str] | None) -> None:
         """Puts back what a failed store replaced: replicas keep the secret they are using."""
         meta = self._load()
-        if secret is None:
-            self._file(name).unlink(missing_ok=True)
-        else:
-            atomic_write(self._file(name), secret.encode())
-
+        with suppress(SinkError):  # the store's own error says more than this one
+            if secret is None:
+                self._file(name).unlink(missing_ok=True)
+            else:
+                atomic_write(self._file(name), secret.encode())
         self._commit.mutate(lambda: self._set(meta, name, entry))
 
     def remove(self, name: str, key_id: str = "") -> None:
         meta = self._load()
+        if name not in meta:
+            return  # a file keysync did not write is not keysync's to delete
         try:
             self._file(name).unlink(missing_ok=True)
         except OSError as exc:
             raise SinkError(f"cannot remove {self._file(name)}: {exc.strerror}") from None
         self._commit.commit(lambda: self._set(meta, name, None))
+
+    def _ready(self) -> None:
+        """Makes the directory the first time; afterwards it must still be that one. One removed
+        or replaced meanwhile took the secrets written into it: writing on would recreate it and
+        report those delivered."""
+        if self._identity is None:
+            ensure_directory(self.path)
+            self._identity = _identity(self.path)
+        elif _identity(self.path) != self._identity:
+            raise SinkError(
+                f"sink directory {self.path} was removed or replaced while keysync wrote to it: "
+                "the secrets written before are gone; run `keysync apply` again"
+            )
 
     def _file(self, name: str) -> Path:
         if name_problem(name):  # a file name must never leave the directory
@@ -105,7 +157,9 @@ class DirectorySink:
         return self.path / name
 
     def close(self) -> None:
-        pass
+        self._commit.close()
+        with self._guard:  # nothing of this sink outlives it in memory
+            self._meta, self._lines = None, None
 
     def _read_secret(self, name: str) -> str | None:
         try:
@@ -154,5 +208,13 @@ class DirectorySink:
         return self._lines.document(self._url)
 
     def _write_sidecar(self, data: list[bytes]) -> None:
-        ensure_directory(self.path)
+        self._ready()
         atomic_write(self.path / SIDECAR, data)
+
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        status = os.stat(path)
+    except OSError:
+        return None
+    return status.st_dev, status.st_ino

@@ -13,15 +13,19 @@ import shutil
 import signal
 import subprocess
 import threading
-from collections.abc import Mapping
-from contextlib import AbstractContextManager, nullcontext, suppress
+from collections.abc import Mapping, Sequence
+from contextlib import AbstractContextManager, suppress
 from pathlib import Path
 
 from keysync.errors import SinkError
 from keysync.keys import SecretRecord, SinkView
 from keysync.manifest.sinks import ExecSinkConfig
+from keysync.plan import Action
 from keysync.secret import Secret, mask
 from keysync.sinks.base import SinkContext
+from keysync.sinks.durable import probe_writable, record_size, size_of
+from keysync.sinks.execjournal import JOURNAL, DeliveryJournal
+from keysync.sinks.lock import file_lock
 
 _STDERR_LINES = 5
 _STDERR_LINE_CHARS = 200
@@ -38,39 +42,59 @@ class ExecSink:
         self._context = context
         self._ids: dict[str, str] = {}  # key ids seen this run, for remove_command
         self._guard = threading.Lock()
+        self._journal = DeliveryJournal(context.base_dir / JOURNAL, context.coderd_url)
 
     def describe(self) -> str:
         return f"exec {shlex.join(self._command)}"
 
     def local_paths(self) -> list[Path]:
-        return []
+        return [self._journal.path]
 
     def lock(self, timeout: float | None) -> AbstractContextManager[None]:
-        return nullcontext()
+        path = self._journal.path
+        return file_lock(path.with_name(path.name + ".lock"), timeout)
 
     def read(self) -> SinkView:
-        return SinkView({}, readable=False)
+        """Never runs a command: what the journal says was delivered is all plan learns."""
+        return SinkView({}, readable=False, delivered=self._journal.delivered())
 
     def check_writable(self) -> None:
         for command in (self._command, self._remove_command):
             if command is not None:
                 self._executable(command[0])
+        self._journal.delivered()  # a damaged journal shows before anything is changed
+        journal = self._journal.path
+        probe_writable(journal.parent, size_of(journal) + record_size(self._context.coderd_url))
+
+    def prepare(self, actions: Sequence[Action]) -> dict[str, str]:
+        """Journals, before any key is touched, the names this apply hands over that the journal
+        does not know yet: a new name is held by no key; a replaced one by the key it replaces
+        (what plan assumed). A delivery cut short then shows as `secret-missing`."""
+        assumed = {
+            action.name: action.live.id if action.live is not None else ""
+            for action in actions
+            if action.action in ("create", "replace")
+        }
+        self._journal.expect(assumed)
+        return {}
 
     def store(self, record: SecretRecord) -> None:
+        self._journal.handed(record)
         self._run(self._command, record.document(), f"storing key {record.name!r}", [record.key])
+        self._journal.confirmed(record)
         with self._guard:
             self._ids[record.name] = record.id
 
     def remove(self, name: str, key_id: str = "") -> None:
-        if self._remove_command is None:
-            return
-        with self._guard:
-            key_id = key_id or self._ids.pop(name, "")
-        document = {"name": name, "id": key_id, "coderd_url": self._context.coderd_url}
-        self._run(self._remove_command, document, f"removing key {name!r}", [])
+        if self._remove_command is not None:
+            with self._guard:
+                key_id = key_id or self._ids.pop(name, "")
+            document = {"name": name, "id": key_id, "coderd_url": self._context.coderd_url}
+            self._run(self._remove_command, document, f"removing key {name!r}", [])
+        self._journal.forget(name)
 
     def close(self) -> None:
-        pass
+        self._journal.close()
 
     def _run(self, command: list[str], document: dict[str, str], doing: str, secrets: list[Secret]) -> None:
         argv = [self._executable(command[0]), *command[1:]]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import threading
 from contextlib import AbstractContextManager
@@ -15,13 +16,15 @@ from keysync.manifest.sinks import FileSinkConfig, env_name
 from keysync.secret import Secret
 from keysync.sinks.base import SinkContext
 from keysync.sinks.durable import (
-    GroupCommit,
     atomic_write,
     check_directory_ready,
     ensure_directory,
-    file_lock,
     probe_writable,
+    record_size,
+    size_of,
 )
+from keysync.sinks.groupcommit import GroupCommit
+from keysync.sinks.lock import file_lock
 from keysync.sinks.recordlines import RecordLines
 
 _HEADER = "# keysync coderd_url="
@@ -46,7 +49,8 @@ class FileSink:
         return f"file {self.path}"
 
     def local_paths(self) -> list[Path]:
-        return [self.path]
+        target = self._target()
+        return [self.path] if target == self.path else [self.path, target]
 
     def lock(self, timeout: float | None) -> AbstractContextManager[None]:
         return file_lock(self.path.with_name(self.path.name + ".lock"), timeout)
@@ -56,11 +60,13 @@ class FileSink:
 
     def check_writable(self) -> None:
         self._load()
-        probe_writable(self.path.parent)
+        target = self._target()
+        # The document is replaced whole: the new copy must fit beside the old one.
+        probe_writable(target.parent, size_of(target) + record_size(self._url))
 
     def check_ready(self) -> None:
         self._load()
-        check_directory_ready(self.path.parent)
+        check_directory_ready(self._target().parent)
 
     def store(self, record: SecretRecord) -> None:
         records = self._load()
@@ -77,7 +83,9 @@ class FileSink:
             self._commit.commit(lambda: self._drop(records, name))
 
     def close(self) -> None:
-        pass
+        self._commit.close()
+        with self._guard:  # the records hold secrets: nothing keeps them once the sink is closed
+            self._records, self._lines = None, None
 
     def _load(self) -> dict[str, SecretRecord]:
         with self._guard:
@@ -137,10 +145,16 @@ class FileSink:
         return self._lines.document(self._url)
 
     def _write(self, data: list[bytes]) -> None:
+        target = self._target()
         if not self._directory_ready:
-            ensure_directory(self.path.parent)
+            ensure_directory(target.parent)
             self._directory_ready = True
-        atomic_write(self.path, data)
+        atomic_write(target, data)
+
+    def _target(self) -> Path:
+        """Where the document goes: a sink file that is a symbolic link is written through to
+        the file it points to (replacing the link would leave that file stale)."""
+        return Path(os.path.realpath(self.path)) if self.path.is_symlink() else self.path
 
 
 def _parse_json(text: str) -> tuple[str, dict[str, SecretRecord]]:
