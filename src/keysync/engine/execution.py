@@ -87,4 +87,15 @@ def execute_plan(
             audit.close()
     if failures:
         report.interrupted = False  # stopped by the broken trail, not by a signal
+    _after_apply(session, report)
     return report, (failures[0] if failures else None)
+
+
+def _after_apply(session: Session, report: ApplyReport) -> None:
+    """The sink's optional step once every secret is written (kubernetes: roll the workloads)."""
+    after = getattr(session.sink, "after_apply", None)
+    if after is None or report.interrupted:
+        return
+    written = [o.action.name for o in report.outcomes if o.ok and o.action.creates]
+    for line, ok in after(written):
+        (report.notes if ok else report.cleanup_errors).append(line)

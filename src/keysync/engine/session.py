@@ -36,6 +36,7 @@ class Options:
     bypass_rate_limit: bool = False
     parallelism: int = 10
     url_source: str = "--url"  # or "CODER_URL": which one gave `url`
+    force: bool = False  # apply --force, which sinks see in their context
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,11 @@ class Session:
             from keysync.sinks.registry import open_sink
 
             context = SinkContext(
-                self.loaded.directory, self.coderd_url, dict(os.environ), self.options.timeout
+                self.loaded.directory,
+                self.coderd_url,
+                dict(os.environ),
+                self.options.timeout,
+                force=self.options.force,
             )
             self._sink = open_sink(self.loaded.manifest.sink.options(), context)
         return self._sink
@@ -134,6 +139,9 @@ class Session:
         view = self.sink.read()
         now = datetime.now(UTC)
         plan = build_plan(manifest, live, view, now, self.coderd_url, request)
+        review = getattr(self.sink, "review_plan", None)  # what only the sink knows (optional)
+        if review is not None:
+            plan = review(plan)
         managed = [key for key in live if manifest.policy.manages(key.name)]
         world = World.of(self.coderd_url, self.client.api, self.loaded.sha256, managed, view)
         return Snapshot(live, view, plan, world, now)

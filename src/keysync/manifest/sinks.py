@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -53,6 +53,20 @@ class ExecSinkConfig(_Settings):
     remove_command: list[str] | None = Field(None, min_length=1)
 
 
+class KubernetesSinkConfig(_Settings):
+    """One Secret per key, in the shape the ai-gateway Helm chart mounts."""
+
+    type: Literal["kubernetes"] = "kubernetes"
+    namespace: str | None = Field(None, pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    secret_name: str = Field("{name}", pattern=r"\{name\}", max_length=253)
+    data_key: str = Field("key", pattern=r"^[-._a-zA-Z0-9]+$", max_length=253)
+    context: str | None = None
+    kubeconfig: str | None = None
+    labels: dict[str, str] = {}
+    restart: list[Annotated[str, Field(pattern=r"^(deployment|statefulset|daemonset)/[-a-z0-9.{}]+$")]] = []
+    rollout_timeout: str = Field("5m", pattern=r"^(\d+[smhdw])+$")
+
+
 def env_name(name: str, prefix: str) -> str:
     """The variable an env-format file sink uses for a key: upper case, `-` as `_`."""
     variable = prefix + name.upper().replace("-", "_")
@@ -71,4 +85,5 @@ BUILTIN_SINK_CONFIGS: dict[str, type[BaseModel]] = {
     "directory": DirectorySinkConfig,
     "vault": VaultSinkConfig,
     "exec": ExecSinkConfig,
+    "kubernetes": KubernetesSinkConfig,
 }

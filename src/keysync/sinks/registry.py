@@ -16,6 +16,7 @@ _BUILTIN = {
     "directory": "keysync.sinks.directory:DirectorySink",
     "vault": "keysync.sinks.vault:VaultSink",
     "exec": "keysync.sinks.exec:ExecSink",
+    "kubernetes": "keysync.sinks.kubernetes:KubernetesSink",
 }
 
 

@@ -69,7 +69,7 @@ def apply(
     saved = _load_saved(planfile, request) if planfile else None
     if saved is not None:
         request = _saved_request(saved)
-    options = make_options(kwargs, bypass_rate_limit=bypass_rate_limit, parallelism=parallelism)
+    options = make_options(kwargs, bypass_rate_limit=bypass_rate_limit, parallelism=parallelism, force=force)
     session = Session(options)
     try:
         if saved is not None:

@@ -1,0 +1,266 @@
+"""The Kubernetes API over httpx: TLS as the kubeconfig says, the bearer token refreshed after a
+401, 429 waited out as `Retry-After` says, and every failure one `SinkError` line built from the
+Status body (its message, reason and code). No token ever reaches a message."""
+
+from __future__ import annotations
+
+import json
+import logging
+import ssl
+import tempfile
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from keysync.errors import SinkError
+from keysync.hosts import require_allowed
+from keysync.loopback import is_loopback
+from keysync.secret import Secret, mask
+from keysync.sinks.kubernetes.credentials import Credentials
+from keysync.sinks.kubernetes.kubeconfig import ClusterAccess
+
+MAX_BODY = 64 << 20
+RATE_LIMIT_BUDGET_SECONDS = 60.0
+_RETRYABLE_READS = (500, 502, 503, 504)
+_log = logging.getLogger("keysync")
+
+
+@dataclass(frozen=True)
+class Reply:
+    status: int
+    body: dict[str, Any]
+
+    @property
+    def reason(self) -> str:
+        return str(self.body.get("reason", "")) if self.body.get("kind") == "Status" else ""
+
+    @property
+    def message(self) -> str:
+        said = self.body.get("message") if self.body.get("kind") == "Status" else None
+        return " ".join(str(said).split()) if said else f"answered {self.status}"
+
+
+class KubeApi:
+    def __init__(self, access: ClusterAccess, env: Mapping[str, str], timeout: float) -> None:
+        self.server = check_server(access.server, access.where)
+        require_allowed(self.server, env, f"the Kubernetes API server of {access.where}")
+        self.where = access.where
+        self._credentials = Credentials(access.user, env, access.cluster, access.where)
+        self._timeout = timeout
+        self._proxy = access.proxy_url or _environment_proxy(self.server)
+        self._extensions = {"sni_hostname": access.tls_server_name} if access.tls_server_name else {}
+        client_cert = _client_cert(access) or self._credentials.plugin_cert
+        self._client = httpx.Client(
+            base_url=self.server,
+            timeout=timeout,
+            verify=_tls_context(access, client_cert),
+            proxy=self._proxy,
+            trust_env=False,
+            headers={"Accept": "application/json", "User-Agent": "keysync"},
+        )
+
+    def call(
+        self,
+        method: str,
+        path: str,
+        doing: str,
+        *,
+        body: Any = None,
+        params: dict[str, str] | None = None,
+        content_type: str = "application/json",
+        allow: Sequence[int] = (),
+        secrets: Sequence[Secret] = (),
+    ) -> Reply:
+        """One request; raises SinkError unless it succeeds or answers a status in `allow`."""
+        content = json.dumps(body).encode() if body is not None else None
+        reply = self._send(method, path, doing, content, params, content_type, secrets)
+        if reply.status >= 300 and reply.status not in allow:
+            raise self.failure(doing, reply, secrets)
+        return reply
+
+    def failure(self, doing: str, reply: Reply, secrets: Sequence[Secret] = ()) -> SinkError:
+        reason = f" ({reply.status} {reply.reason})" if reply.reason else f" ({reply.status})"
+        return self.error(f"{doing}: {reply.message}{reason}", secrets)
+
+    def error(self, text: str, secrets: Sequence[Secret] = ()) -> SinkError:
+        return SinkError(mask(f"kubernetes {self.server}: {text}", [*self._credentials.known(), *secrets]))
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _send(
+        self,
+        method: str,
+        path: str,
+        doing: str,
+        content: bytes | None,
+        params: dict[str, str] | None,
+        content_type: str,
+        secrets: Sequence[Secret],
+    ) -> Reply:
+        deadline = time.monotonic() + RATE_LIMIT_BUDGET_SECONDS
+        refreshed = False
+        attempt = 0
+        while True:
+            attempt += 1
+            reply = self._once(method, path, doing, content, params, content_type, secrets)
+            if reply is None:  # no answer: only a read may be sent again
+                if method == "GET" and attempt < 3:
+                    time.sleep(0.2 * attempt)
+                    continue
+                raise self.error(f"{doing}: no answer from the API server{self._route()}", secrets)
+            if reply[0].status == 401 and not refreshed and self._credentials.refused():
+                refreshed = True
+                continue
+            wait = _retry_wait(reply[0], reply[1], method, attempt)
+            if wait is not None and time.monotonic() + wait < deadline:
+                _log.info(
+                    "kubernetes %s: %s answered %d; trying again in %.1fs",
+                    self.server,
+                    path,
+                    reply[0].status,
+                    wait,
+                )
+                time.sleep(wait)
+                continue
+            return reply[0]
+
+    def _once(
+        self,
+        method: str,
+        path: str,
+        doing: str,
+        content: bytes | None,
+        params: dict[str, str] | None,
+        content_type: str,
+        secrets: Sequence[Secret],
+    ) -> tuple[Reply, httpx.Headers] | None:
+        headers = self._credentials.header()
+        if content is not None:
+            headers["Content-Type"] = content_type
+        request = self._client.build_request(
+            method, path, content=content, params=params, headers=headers, extensions=self._extensions
+        )
+        try:
+            response = self._client.send(request, stream=True)
+            try:
+                raw = _read_bounded(response)
+            finally:
+                response.close()
+        except httpx.TimeoutException:
+            raise self.error(
+                f"{doing}: no answer within {self._timeout:g}s{self._route()}", secrets
+            ) from None
+        except httpx.ConnectError as exc:
+            if _caused_by_tls(exc):
+                raise self.error(
+                    f"{doing}: TLS failure ({exc}); check the cluster's certificate-authority", secrets
+                ) from None
+            raise self.error(f"{doing}: cannot connect ({exc}){self._route()}", secrets) from None
+        except (httpx.RemoteProtocolError, httpx.ReadError):
+            return None
+        except httpx.HTTPError as exc:
+            raise self.error(f"{doing}: request failed ({exc})", secrets) from None
+        return Reply(response.status_code, _document(raw)), response.headers
+
+    def _route(self) -> str:
+        return " through the proxy" if self._proxy else ""
+
+
+def _client_cert(access: ClusterAccess) -> tuple[bytes, Secret] | None:
+    user = access.user
+    if user.cert_pem and user.key_pem:
+        return user.cert_pem, user.key_pem
+    return None
+
+
+def check_server(server: str, where: str) -> str:
+    parts = urlsplit(server)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise SinkError(f"kubeconfig {where}: server {server!r} must look like https://host:port")
+    if parts.username or parts.password:
+        raise SinkError(f"kubeconfig {where}: the server URL carries credentials: remove them")
+    if parts.scheme == "http" and not is_loopback(parts.hostname):
+        raise SinkError(
+            f"kubeconfig {where}: refusing plain http:// to {parts.hostname}: use https:// "
+            "(plain http is allowed only for loopback)"
+        )
+    return server.rstrip("/")
+
+
+def _tls_context(access: ClusterAccess, client_cert: tuple[bytes, Secret] | None) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    if access.insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    elif access.ca_pem:
+        try:
+            context.load_verify_locations(cadata=access.ca_pem.decode("ascii", "replace"))
+        except ssl.SSLError as exc:
+            raise SinkError(f"kubeconfig {access.where}: certificate-authority: cannot load: {exc}") from None
+    if client_cert is not None:
+        _load_client_cert(context, *client_cert, where=access.where)
+    return context
+
+
+def _load_client_cert(context: ssl.SSLContext, cert: bytes, key: Secret, where: str) -> None:
+    """ssl loads a key only from a file: a private directory holds it for the moment it takes."""
+    with tempfile.TemporaryDirectory(prefix="keysync-kube-") as directory:
+        cert_file, key_file = Path(directory, "cert.pem"), Path(directory, "key.pem")
+        cert_file.write_bytes(cert)
+        key_file.touch(mode=0o600)
+        key_file.write_text(key.reveal())
+        try:
+            context.load_cert_chain(cert_file, key_file)
+        except ssl.SSLError:
+            raise SinkError(
+                f"kubeconfig {where}: client-certificate and client-key do not load as a pair"
+            ) from None
+
+
+def _environment_proxy(server: str) -> str | None:
+    from keysync.coder.wire import environment_proxy
+
+    return environment_proxy(httpx.URL(server))
+
+
+def _read_bounded(response: httpx.Response) -> bytes:
+    body = bytearray()
+    for chunk in response.iter_bytes():
+        body += chunk
+        if len(body) > MAX_BODY:
+            raise httpx.DecodingError(f"the answer is larger than {MAX_BODY >> 20} MiB")
+    return bytes(body)
+
+
+def _document(raw: bytes) -> dict[str, Any]:
+    if not raw:
+        return {}
+    try:
+        document = json.loads(raw)
+    except (ValueError, RecursionError):
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def _retry_wait(reply: Reply, headers: httpx.Headers, method: str, attempt: int) -> float | None:
+    if reply.status == 429 or (reply.status in _RETRYABLE_READS and method == "GET" and attempt < 3):
+        try:
+            return min(30.0, max(0.1, float(headers.get("Retry-After", "1"))))
+        except ValueError:
+            return 1.0
+    return None
+
+
+def _caused_by_tls(exc: BaseException) -> bool:
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False

@@ -1,0 +1,269 @@
+"""The `kubernetes` sink: one Secret per key, written optimistically (an update carries the
+resourceVersion it read, so a concurrent writer is reported, never overwritten), a Secret that
+keysync did not write left alone unless --force adopts it, an access review before the first
+change, and the workloads that read a key rolled once its Secret changed."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import replace
+from pathlib import Path
+
+from keysync.duration import parse_duration
+from keysync.errors import SinkError, SinkRefusedError
+from keysync.keys import SecretRecord, SinkView, StoredEntry
+from keysync.manifest.sinks import KubernetesSinkConfig
+from keysync.plan import Action, Plan
+from keysync.sinks.base import SinkContext
+from keysync.sinks.kubernetes import access
+from keysync.sinks.kubernetes.api import KubeApi
+from keysync.sinks.kubernetes.kubeconfig import load_access
+from keysync.sinks.kubernetes.rollout import Roller, Target, targets
+from keysync.sinks.kubernetes.shape import ABSENT, MANAGED_BY, MANAGER, SELECTOR, Observed, SecretShape
+
+_READ_THREADS = 8
+
+
+class KubernetesSink:
+    concurrent_writes = True
+    config_model = KubernetesSinkConfig
+
+    def __init__(self, config: KubernetesSinkConfig, context: SinkContext) -> None:
+        self._config = config
+        self._url = context.coderd_url
+        self._force = bool(getattr(context, "force", False))
+        self._shape = SecretShape(config.secret_name, config.data_key, dict(config.labels))
+        configured = context.resolve(config.kubeconfig) if config.kubeconfig else None
+        self.endpoint_warnings = _source_warnings(context, configured)  # plan shows them
+        found = load_access(context.env, configured, config.context)
+        if found.insecure:
+            self.endpoint_warnings.append(
+                f"kubernetes {found.server}: insecure-skip-tls-verify is set ({found.where}): the API "
+                "server's certificate is not checked"
+            )
+        self.namespace = config.namespace or found.namespace or "default"
+        self._api = KubeApi(found, context.env, context.timeout)
+        self._rollout_timeout = parse_duration(config.rollout_timeout).total_seconds()
+        self._seen: dict[str, Observed] = {}
+        self._listed = False  # after read(), a Secret of keysync's it did not list is a newcomer
+        self._guard = threading.Lock()
+        self._reviewed: list[access.Permission] | None = None
+        self._planned: list[str] = []
+
+    # --- the Sink protocol -----------------------------------------------------------------------
+
+    def describe(self) -> str:
+        return f"kubernetes {self._api.server} namespace {self.namespace} secrets {self._config.secret_name}"
+
+    def local_paths(self) -> list[Path]:
+        return []
+
+    def lock(self, timeout: float | None) -> AbstractContextManager[None]:
+        return nullcontext()  # resourceVersion preconditions keep concurrent writers honest
+
+    def read(self) -> SinkView:
+        reply = self._api.call(
+            "GET",
+            self._collection(),
+            f"listing Secrets in namespace {self.namespace!r}",
+            params={"labelSelector": SELECTOR},
+        )
+        entries: dict[str, StoredEntry] = {}
+        seen: dict[str, Observed] = {}
+        for obj in reply.body.get("items") or []:
+            found = self._shape.entry(obj) if isinstance(obj, dict) else None
+            if found is None:
+                continue
+            name, entry = found
+            observed = Observed.of(obj)
+            seen[name] = observed
+            if entry is not None and observed.coderd_url == self._url:
+                entries[name] = entry
+        with self._guard:
+            self._seen = seen
+            self._listed = True
+        return SinkView(entries)
+
+    def check_writable(self) -> None:
+        self.check_ready()
+
+    def check_ready(self) -> None:
+        """The access review: read-only, so plan runs it too."""
+        missing = self._missing_permissions(self._planned)
+        if missing:
+            raise SinkError(self._denied(missing))
+
+    def prepare(self, actions: Sequence[Action]) -> dict[str, str]:
+        """Before any key is touched: the keys whose Secret keysync may not write, and why."""
+        written = sorted({a.name for a in actions if a.creates})
+        refused = {}
+        for name, seen in zip(written, self._observe_all(written), strict=True):
+            problem = self._foreign_problem(name, seen)
+            if problem and (seen.managed or not self._force):
+                refused[name] = str(self._api.error(problem))
+        return refused
+
+    def store(self, record: SecretRecord) -> None:
+        seen = self._observe(record.name)
+        self._refuse_foreign(record.name, seen)
+        body = self._shape.body(record, self.namespace, seen)
+        secret_name = self._shape.secret_name(record.name)
+        doing = f"writing Secret {self.namespace}/{secret_name}"
+        if seen.exists:
+            reply = self._api.call(
+                "PUT", self._item(record.name), doing, body=body, allow=(404, 409), secrets=[record.key]
+            )
+            if reply.status == 404:  # deleted since keysync read it: nothing to overwrite
+                seen, body = ABSENT, self._shape.body(record, self.namespace, ABSENT)
+        if not seen.exists:
+            reply = self._api.call(
+                "POST", self._collection(), doing, body=body, allow=(409,), secrets=[record.key]
+            )
+        if reply.status == 409:
+            raise self._api.error(
+                f"{doing}: {reply.message} ({reply.reason}): another writer changed it since keysync "
+                "read it; nothing was overwritten: run keysync plan again"
+            )
+        self._remember(record.name, Observed.of(reply.body))
+
+    def remove(self, name: str, key_id: str = "") -> None:
+        seen = self._observe(name)
+        if not seen.exists or not seen.managed or seen.coderd_url != self._url:
+            return  # not keysync's, or another deployment's: left alone
+        options = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "preconditions": {"resourceVersion": seen.resource_version},
+        }
+        doing = f"deleting Secret {self.namespace}/{self._shape.secret_name(name)}"
+        reply = self._api.call("DELETE", self._item(name), doing, body=options, allow=(404, 409))
+        if reply.status == 409:
+            raise self._api.error(
+                f"{doing}: {reply.message} ({reply.reason}): it changed since keysync read it"
+            )
+        self._remember(name, ABSENT)
+
+    def close(self) -> None:
+        self._api.close()
+
+    # --- optional hooks: the plan's review, and the rollouts after an apply ------------------------
+
+    def review_plan(self, plan: Plan) -> Plan:
+        """Adds what only this sink can know: Secrets keysync did not write (apply refuses those
+        keys unless --force adopts them), the workloads apply will roll, where the credentials
+        came from."""
+        written = sorted({a.name for a in plan.actions if a.creates})
+        self._planned = written
+        warnings = []
+        for name, seen in zip(written, self._observe_all(written), strict=True):
+            problem = self._foreign_problem(name, seen)
+            if problem:
+                adopted = not seen.managed and self._force
+                warnings.append(f"{problem} (adopted: --force)" if adopted else problem)
+        warnings += [
+            f"apply rolls {target} once the Secrets are written" for target in self._targets(written)
+        ]
+        return replace(plan, warnings=[*plan.warnings, *warnings]) if warnings else plan
+
+    def after_apply(self, written: list[str]) -> list[tuple[str, bool]]:
+        """Rolls every restart target of the keys whose secret changed; (line, ok) per target."""
+        wanted = self._targets(written)
+        return Roller(self._api, self.namespace, self._rollout_timeout).roll(wanted) if wanted else []
+
+    # --- helpers -----------------------------------------------------------------------------------
+
+    def _collection(self) -> str:
+        return f"/api/v1/namespaces/{self.namespace}/secrets"
+
+    def _item(self, name: str) -> str:
+        return f"{self._collection()}/{self._shape.secret_name(name)}"
+
+    def _targets(self, names: Iterable[str]) -> list[Target]:
+        return targets(self._config.restart, names)
+
+    def _observe(self, name: str) -> Observed:
+        """What the Secret of `name` is; the listing only shows keysync's, so others are fetched."""
+        with self._guard:
+            known = self._seen.get(name)
+        if known is not None:
+            return known
+        reply = self._api.call(
+            "GET",
+            self._item(name),
+            f"reading Secret {self.namespace}/{self._shape.secret_name(name)}",
+            allow=(404,),
+        )
+        seen = ABSENT if reply.status == 404 else Observed.of(reply.body)
+        if seen.managed and self._listed:
+            # keysync's, yet not in the listing: another writer made it since. Writing as if it
+            # were absent makes the create fail with AlreadyExists rather than overwrite it.
+            seen = ABSENT
+        self._remember(name, seen)
+        return seen
+
+    def _observe_all(self, names: list[str]) -> list[Observed]:
+        with ThreadPoolExecutor(_READ_THREADS, thread_name_prefix="keysync-kube-read") as pool:
+            return list(pool.map(self._observe, names))
+
+    def _remember(self, name: str, seen: Observed) -> None:
+        with self._guard:
+            self._seen[name] = seen
+
+    def _foreign_problem(self, name: str, seen: Observed) -> str | None:
+        secret = f"Secret {self.namespace}/{self._shape.secret_name(name)}"
+        if not seen.exists:
+            return None
+        if not seen.managed:
+            return (
+                f"{secret} exists and keysync did not write it (no {MANAGED_BY}={MANAGER} label): "
+                f"apply leaves it alone unless --force adopts it for {name!r}"
+            )
+        if seen.coderd_url != self._url:
+            return (
+                f"{secret} holds the key {name!r} of coderd {seen.coderd_url!r}, not {self._url!r}: "
+                "refusing to overwrite another deployment's secret; give this one its own secret_name"
+            )
+        return None
+
+    def _refuse_foreign(self, name: str, seen: Observed) -> None:
+        problem = self._foreign_problem(name, seen)
+        if problem and (seen.managed or not self._force):
+            raise SinkRefusedError(str(self._api.error(problem)))
+
+    def _missing_permissions(self, written: list[str]) -> list[access.Permission]:
+        if self._reviewed is None:
+            workloads = [(t.resource, t.name) for t in self._targets(written)]
+            self._reviewed = access.missing(
+                self._api, self.namespace, access.needed(self.lease_name, workloads)
+            )
+        return self._reviewed
+
+    def _denied(self, missing: list[access.Permission]) -> str:
+        return (
+            f"kubernetes {self._api.server}: the credentials ({self._api.where}) may not "
+            f"{', '.join(str(p) for p in missing)} in namespace {self.namespace!r}: grant these verbs "
+            "in a Role bound to them (see examples/kubernetes/role.yaml)"
+        )
+
+    @property
+    def lease_name(self) -> str:
+        from keysync.sinks.kubernetes.lease import lease_name
+
+        return lease_name(self._url, self._config.secret_name)
+
+
+def _source_warnings(context: SinkContext, configured: Path | None) -> list[str]:
+    listed = context.env.get("KUBECONFIG", "").strip()
+    if (
+        configured is None
+        or not listed
+        or [Path(p).expanduser() for p in listed.split(":") if p] == [configured]
+    ):
+        return []
+    return [
+        f"KUBECONFIG ({listed}) wins over sink.kubeconfig ({configured}): "
+        "the credentials go where KUBECONFIG says"
+    ]

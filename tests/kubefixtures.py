@@ -1,0 +1,55 @@
+"""Fixtures for the kubernetes sink's tests: an emulator per test, and sinks opened on it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from keysync.keys import SecretRecord
+from keysync.manifest.sinks import KubernetesSinkConfig
+from keysync.secret import Secret
+from keysync.sinks.base import SinkContext
+from keysync.sinks.kubernetes import KubernetesSink
+
+from kubeemu import KubeEmu
+
+NS = "coder-ai-gateway"
+URL = "http://127.0.0.1:7080"
+Make = Callable[..., KubernetesSink]
+
+
+@pytest.fixture(name="emu")
+def emu_fixture() -> Iterator[KubeEmu]:
+    with KubeEmu() as server:
+        server.namespace(NS)
+        yield server
+
+
+@pytest.fixture(name="make")
+def make_fixture(emu: KubeEmu, tmp_path: Path) -> Iterator[Make]:
+    """Opens sinks on the emulator; `env` entries and settings override the defaults."""
+    opened: list[KubernetesSink] = []
+
+    def make(
+        env: dict[str, str] | None = None, url: str = URL, force: bool = False, **settings: Any
+    ) -> KubernetesSink:
+        environment = {"HOME": str(tmp_path), **(env or {})}
+        if "KUBECONFIG" not in environment and "kubeconfig" not in settings:
+            environment["KUBECONFIG"] = str(emu.kubeconfig(tmp_path / "kubeconfig", namespace=NS))
+        config = KubernetesSinkConfig.model_validate({"type": "kubernetes", **settings})
+        sink = KubernetesSink(config, SinkContext(tmp_path, url, environment, timeout=5, force=force))
+        opened.append(sink)
+        return sink
+
+    yield make
+    for sink in opened:
+        sink.close()
+
+
+def record(name: str, url: str = URL) -> SecretRecord:
+    secret = f"sk{uuid.uuid4().hex}{uuid.uuid4().hex}"
+    return SecretRecord(name, Secret(secret), str(uuid.uuid4()), secret[:11], "2026-01-02T03:04:05Z", url)
