@@ -10,8 +10,11 @@ import httpx
 from keysync.coder.client import COLLECTIONS
 from keysync.devserver import DevServer
 
-SERVE = "/api/v2/ai-gateway/serve"
-GATEWAY_HEADER = "X-Coder-AI-Governance-Gateway-Key"
+import replica
+
+SERVE = replica.SERVE
+GATEWAY_HEADER = replica.GATEWAY_HEADER
+IN = replica.IN
 TLS = ssl.create_default_context()
 
 
@@ -50,6 +53,6 @@ def delete_out_of_band(server: DevServer, key_id: str) -> None:
 
 
 def gateway_status(server: DevServer, secret: str) -> int:
-    """What a gateway replica presenting this secret gets; a 200 marks the key as used."""
-    response = httpx.get(server.url + SERVE, headers={GATEWAY_HEADER: secret}, verify=TLS, trust_env=False)
-    return response.status_code
+    """What a gateway replica presenting this secret gets: 101 (`IN`) connects it and marks the key
+    as in use (its heartbeat), 401 refuses it."""
+    return replica.gateway_status(server.url, secret)

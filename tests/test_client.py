@@ -21,7 +21,6 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 import trustme
 
@@ -32,6 +31,8 @@ from keysync.devserver import DevServer, DevServerConfig
 from keysync.keys import LiveKey
 from keysync.secret import Secret
 
+from replica import IN, gateway_status
+
 OWNER = "OwnerTokn0-0123456789abcdefghijkl"
 MEMBER = "MemberTok1-abcdefghijklmnopqrstuv"
 WRONG = "WrongTokn2-zyxwvutsrqponmlkjihgfe"
@@ -41,8 +42,6 @@ COLLECTIONS = {
     "coderd-keys": "/api/v2/aibridge/coderd-keys",
 }
 NEWEST = "/api/v2/ai-gateway/keys"
-SERVE = "/api/v2/ai-gateway/serve"
-GATEWAY_HEADER = "X-Coder-AI-Governance-Gateway-Key"
 UNKNOWN_ID = "3f1c8f0e-6a4e-4c36-9d8e-2b1f0c7a5e11"
 SIGNED_OUT = "You are signed out or your session has expired. Please sign in again to continue."
 FORBIDDEN_DETAIL = (
@@ -145,10 +144,9 @@ def connect() -> Iterator[Callable[..., CoderClient]]:
         client.close()
 
 
-def use_key(url: str, secret: str) -> httpx.Response:
-    """What an AI Gateway replica does with its key."""
-    with httpx.Client(base_url=url, timeout=10) as gateway:
-        return gateway.get(SERVE, headers={GATEWAY_HEADER: secret})
+def use_key(url: str, secret: str) -> int:
+    """What an AI Gateway replica does with its key: connect (101, its heartbeat is recorded)."""
+    return gateway_status(url, secret)
 
 
 def closed_port() -> int:
@@ -433,8 +431,8 @@ def test_a_gateway_using_its_key_shows_as_last_used(
     served = serve(api="aibridge-keys")
     client = connect(served.url, api="aibridge-keys")
     used, idle = client.create_key("used"), client.create_key("idle")
-    assert use_key(served.url, used.secret.reveal()).status_code == 200
-    assert use_key(served.url, "x" * 43).status_code == 401
+    assert use_key(served.url, used.secret.reveal()) == IN
+    assert use_key(served.url, "x" * 43) == 401
     keys = {key.name: key for key in client.list_keys()}
     assert keys["used"].last_used_at is not None
     assert keys["used"].last_seen == keys["used"].last_used_at

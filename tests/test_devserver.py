@@ -26,7 +26,8 @@ import pytest
 
 from keysync.devserver import DevServer, DevServerConfig, DevServerError, run
 from keysync.devserver.gouuid import parse_uuid
-from keysync.devserver.ratelimit import RateLimiter
+
+from replica import IN, SERVE, gateway_status
 
 OWNER = "OwnerTokn0-0123456789abcdefghijkl"
 MEMBER = "MemberTok1-abcdefghijklmnopqrstuv"
@@ -40,17 +41,15 @@ REQUEST_TYPES = {
     "aibridge-keys": "CreateAIGatewayKeyRequest",
     "ai-gateway-keys": "CreateAIGatewayKeyRequest",
 }
-SERVE = "/api/v2/ai-gateway/serve"
-GATEWAY_HEADER = "X-Coder-AI-Governance-Gateway-Key"
 JSON_TYPE = "application/json; charset=utf-8"
 UNKNOWN_ID = "3f1c8f0e-6a4e-4c36-9d8e-2b1f0c7a5e11"
+INJECTED = "injected by the dev server (fail_rate)"
 
 SIGNED_OUT = "You are signed out or your session has expired. Please sign in again to continue."
 NO_TOKEN = {
     "message": SIGNED_OUT,
     "detail": 'Cookie "coder_session_token" or query parameter must be provided.',
 }
-BAD_TOKEN = {"message": SIGNED_OUT, "detail": "API key is invalid."}
 FORBIDDEN = {
     "message": "Forbidden.",
     "detail": "You don't have permission to view this content. If you believe this is a mistake, "
@@ -130,6 +129,14 @@ def assert_answer(response: httpx.Response, status: int, body: object) -> None:
     assert response.json() == body
 
 
+def assert_text(response: httpx.Response, status: int, text: str) -> None:
+    """A plain-text answer, as Go's http.Error writes one."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"] == "text/plain; charset=utf-8"
+    assert response.headers["x-content-type-options"] == "nosniff"
+    assert response.text == text + "\n"
+
+
 @pytest.fixture
 def start() -> Iterator[Callable[..., DevServer]]:
     servers: list[DevServer] = []
@@ -180,27 +187,75 @@ def test_only_the_configured_generation_is_served(api: Api) -> None:
         if other == api.generation:
             continue
         for response in (api.call("GET", path), api.call("DELETE", f"{path}/{UNKNOWN_ID}")):
-            if api.generation == "ai-gateway-keys" and path.startswith("/api/v2/aibridge/"):
-                assert_answer(response, 502, {"message": "Failed to proxy the request to AI Bridge."})
+            if path.startswith("/api/v2/aibridge/"):  # another generation's path, in the catch-all
+                assert_text(response, 400, "no authentication key provided")
             else:
                 assert_answer(response, 404, ROUTE_NOT_FOUND)
 
 
-@pytest.mark.parametrize(
-    "path", ["/api/v2/aibridge/coderd-keys", "/api/v2/aibridge/keys/x", "/api/v2/aibridge/"]
-)
-def test_newest_server_sends_old_paths_to_the_legacy_proxy(connect: Callable[..., Api], path: str) -> None:
-    api = connect("ai-gateway-keys")
-    assert_answer(api.call("GET", path, token=None), 401, NO_TOKEN)
-    assert_answer(api.call("POST", path, token="nope"), 401, BAD_TOKEN)
-    assert_answer(api.call("GET", path), 502, {"message": "Failed to proxy the request to AI Bridge."})
+def catch_all_paths(generation: str) -> list[str]:
+    """Paths that fall into the AI Bridge data plane on a server of this generation."""
+    paths = ["/api/v2/aibridge", "/api/v2/aibridge/", "/api/v2/aibridge/v1/messages"]
+    paths += [path for other, path in COLLECTIONS.items() if other != generation and "/aibridge/" in path]
+    if generation == "ai-gateway-keys":
+        paths += ["/api/v2/ai-gateway", "/api/v2/ai-gateway/other", "/api/v2/ai-gateway/openai/v1/chat"]
+    return paths
 
 
-@pytest.mark.parametrize(
-    "path", ["/api/v2/unknown", "/api/v2/ai-gateway/other", "/api/v2/aibridge", "/api/v3/keys", "/", "/x"]
-)
+@pytest.mark.parametrize("method", ["GET", "POST", "DELETE"])
+def test_the_catch_all_wants_its_own_credential_not_a_session_token(api: Api, method: str) -> None:
+    for path in catch_all_paths(api.generation):
+        assert_text(api.call(method, path), 400, "no authentication key provided")
+        assert_text(api.call(method, path, token=None), 400, "no authentication key provided")
+
+
+def test_the_catch_all_reads_bearer_and_api_key_headers(api: Api) -> None:
+    path = catch_all_paths(api.generation)[-1]
+    for header in ("Authorization", "X-Api-Key", "X-Coder-Token"):
+        value = f"Bearer {OWNER}" if header == "Authorization" else OWNER
+        assert_text(api.call("POST", path, token=None, headers={header: value}), 404, "404 page not found")
+        wrong = value.replace(OWNER, "AbCdEfGhIj-0123456789abcdefghijkl")
+        assert_text(api.call("POST", path, token=None, headers={header: wrong}), 403, "unauthorized")
+
+
+@pytest.mark.parametrize("token", [OWNER, None])
+def test_the_catch_all_checks_the_feature_first(
+    connect: Callable[..., Api], generation: str, token: str | None
+) -> None:
+    api = connect(generation, feature_disabled=True)
+    for path in catch_all_paths(generation):
+        assert_answer(api.call("GET", path, token=token), 403, PREMIUM[generation])
+
+
+def test_static_routes_win_over_the_catch_all(api: Api) -> None:
+    assert_answer(api.call("GET", api.collection), 200, [])
+    assert_answer(api.call("DELETE", api.item(UNKNOWN_ID)), 404, NOT_FOUND)
+    assert_answer(api.call("GET", api.item(UNKNOWN_ID) + "/extra"), 404, ROUTE_NOT_FOUND)
+    assert_answer(api.call("GET", SERVE + "/extra", token=None), 404, ROUTE_NOT_FOUND)
+    assert api.call("GET", SERVE, token=None).status_code == 401  # the gateway's, never the catch-all
+
+
+@pytest.mark.parametrize("path", ["/api/v2/unknown", "/api/v2/aibridgex", "/api/v3/keys", "/", "/x"])
 def test_unknown_paths_are_404_even_without_a_token(api: Api, path: str) -> None:
     assert_answer(api.call("GET", path, token=None), 404, ROUTE_NOT_FOUND)
+
+
+@pytest.mark.parametrize("generation", ["coderd-keys", "aibridge-keys"])
+def test_older_servers_have_no_catch_all_under_ai_gateway(
+    connect: Callable[..., Api], generation: str
+) -> None:
+    api = connect(generation)
+    for path in ("/api/v2/ai-gateway/other", "/api/v2/ai-gateway/keys", "/api/v2/ai-gateway"):
+        assert_answer(api.call("GET", path), 404, ROUTE_NOT_FOUND)
+
+
+def test_the_collection_answers_with_a_trailing_slash(api: Api) -> None:
+    made = api.call("POST", api.collection + "/", json={"name": "slashed"})
+    assert made.status_code == 201, made.text
+    assert [key["name"] for key in api.call("GET", api.collection + "/").json()] == ["slashed"]
+    assert_answer(api.call("DELETE", api.item(made.json()["id"]) + "/"), 404, ROUTE_NOT_FOUND)
+    assert_answer(api.call("DELETE", api.collection + "//"), 404, ROUTE_NOT_FOUND)
+    assert api.call("DELETE", api.item(made.json()["id"])).status_code == 204
 
 
 def test_paths_below_an_item_are_404(api: Api) -> None:
@@ -223,16 +278,56 @@ def test_missing_token_is_401(api: Api, method: str) -> None:
     assert_answer(api.call(method, path, token=None, json={"name": "a"}), 401, NO_TOKEN)
 
 
-@pytest.mark.parametrize("token", ["nope", "AbCdEfGhIj-0123456789abcdefghijkl", OWNER + "x"])
-def test_unknown_token_is_401(api: Api, token: str) -> None:
-    assert_answer(api.call("GET", api.collection, token=token), 401, BAD_TOKEN)
+@pytest.mark.parametrize(
+    ("token", "detail"),
+    [
+        ("nope", "Invalid API key format: incorrect amount of API key parts, expected 2 got 1"),
+        ("a-b-c", "Invalid API key format: incorrect amount of API key parts, expected 2 got 3"),
+        (
+            "short-0123456789abcdefghijkl",
+            "Invalid API key format: invalid API key ID length, expected 10 got 5",
+        ),
+        (OWNER + "x", "Invalid API key format: invalid API key secret length, expected 22 got 23"),
+        ("AbCdEfGhIj-0123456789abcdefghijkl", "API key is invalid."),
+        (OWNER[:11] + "x" * 22, "API key secret is invalid."),
+        (MEMBER[:11] + "y" * 22, "API key secret is invalid."),
+    ],
+)
+def test_refused_tokens_get_coders_401_detail(api: Api, token: str, detail: str) -> None:
+    response = api.call("GET", api.collection, token=token)
+    assert_answer(response, 401, {"message": SIGNED_OUT, "detail": detail})
+    assert token not in response.text
+
+
+@pytest.mark.parametrize("token", [None, "nope"])
+def test_a_401_carries_coders_bearer_challenge(api: Api, token: str | None) -> None:
+    response = api.call("GET", api.collection, token=token)
+    assert response.status_code == 401
+    metadata = f"{api.server.url}/.well-known/oauth-protected-resource"
+    assert response.headers["www-authenticate"] == (
+        'Bearer realm="coder", error="invalid_token", error_description="The access token is invalid", '
+        f'resource_metadata="{metadata}"'
+    )
+
+
+def test_the_token_is_read_where_coder_reads_it(api: Api) -> None:
+    for where in (
+        {"headers": {"Cookie": f"coder_session_token={OWNER}"}},
+        {"params": {"coder_session_token": OWNER}},
+        {"params": {"access_token": OWNER}},
+        {"headers": {"Authorization": f"bearer {OWNER}"}},
+    ):
+        assert_answer(api.call("GET", api.collection, token=None, **where), 200, [])
+    # The query parameter comes before the header.
+    response = api.call("GET", api.collection, params={"coder_session_token": "nope"})
+    assert response.status_code == 401
 
 
 def test_bearer_token_is_accepted(api: Api) -> None:
     response = api.call("GET", api.collection, token=None, headers={"Authorization": f"Bearer {OWNER}"})
     assert_answer(response, 200, [])
-    response = api.call("GET", api.collection, token=None, headers={"Authorization": "Bearer wrong"})
-    assert_answer(response, 401, BAD_TOKEN)
+    response = api.call("GET", api.collection, token=None, headers={"Authorization": f"Bearer {OWNER[:-1]}z"})
+    assert_answer(response, 401, {"message": SIGNED_OUT, "detail": "API key secret is invalid."})
 
 
 def test_generated_token_has_coders_shape(start: Callable[..., DevServer]) -> None:
@@ -429,34 +524,63 @@ def test_uuid_parsing_follows_google_uuid() -> None:
         parse_uuid(canonical.replace("-", "+"))
 
 
-# Rate limits
+# Rate limits (the sliding window's arithmetic is in test_devserver_ratelimit.py)
+
+LONG_WINDOW = 3600.0  # so long that a window turning over mid-test changes nothing the tests see
 
 
-def _clear_of_a_window_edge() -> None:
-    """Wait out the last second of a minute, so a test's requests share one rate-limit window."""
-    into_window = time.time() % 60
-    if into_window > 59:
-        time.sleep(60 - into_window)
-
-
-def test_rate_limit_answers_429_with_headers(connect: Callable[..., Api]) -> None:
-    api = connect(rate_limit=3)
-    _clear_of_a_window_edge()
+def test_rate_limit_answers_429_with_headers(connect: Callable[..., Api], generation: str) -> None:
+    api = connect(generation, rate_limit=3, rate_window=LONG_WINDOW)
     started = time.time()
     for remaining in (2, 1, 0):
         response = api.call("GET", api.collection)
         assert response.status_code == 200
         assert response.headers["x-ratelimit-limit"] == "3"
         assert response.headers["x-ratelimit-remaining"] == str(remaining)
-    response = api.call("POST", api.collection, json={"name": "late"})
-    message = "You've been rate limited for sending more than 3 requests in 1m0s."
+        assert "retry-after" not in response.headers
+    response = api.call("POST", api.collection, json={"name": "late"})  # the list's bucket
+    message = "You've been rate limited for sending more than 3 requests in 1h0m0s."
     assert_answer(response, 429, {"message": message})
     assert response.headers["x-ratelimit-remaining"] == "0"
-    assert started < int(response.headers["x-ratelimit-reset"]) <= started + 61
-    assert 1 <= int(response.headers["retry-after"]) <= 60
-    # Another path and another user each have their own budget.
-    assert api.call("DELETE", api.item(UNKNOWN_ID)).status_code == 404
-    assert api.call("GET", api.collection, token=MEMBER).status_code == 403
+    assert response.headers["retry-after"] == "3600"  # the window's length, not the time left
+    reset = int(response.headers["x-ratelimit-reset"])
+    assert reset % 3600 == 0  # windows start at multiples of their length
+    assert started < reset <= started + 3600 + 1
+    bypass = {"X-Coder-Bypass-Ratelimit": "true"}
+    assert api.call("GET", api.collection, headers=bypass).json() == []  # the refused create made nothing
+
+
+def test_rate_limit_is_per_user_and_per_path(connect: Callable[..., Api]) -> None:
+    api = connect("ai-gateway-keys", rate_limit=1, rate_window=LONG_WINDOW)
+    assert api.call("GET", api.collection).status_code == 200
+    assert api.call("GET", api.collection).status_code == 429
+    assert api.call("DELETE", api.item(UNKNOWN_ID)).status_code == 404  # its own path
+    assert api.call("DELETE", api.item(UNKNOWN_ID)).status_code == 429
+    assert api.call("GET", api.collection, token=MEMBER).status_code == 403  # its own user
+    assert api.call("GET", api.collection + "/").status_code == 200  # its own path, as Coder keys it
+
+
+def test_rate_limit_runs_before_routing(connect: Callable[..., Api]) -> None:
+    api = connect("coderd-keys", rate_limit=1, rate_window=LONG_WINDOW)
+    for path in ("/api/v2/unknown", "/api/v2/aibridge/keys", SERVE):
+        first = api.call("GET", path, token=None)
+        assert first.status_code in (400, 401, 404), first.text
+        assert first.headers["x-ratelimit-remaining"] == "0"
+        assert api.call("GET", path, token=None).status_code == 429
+    outside = api.call("GET", "/x")  # the site, not the API: never limited
+    assert "x-ratelimit-limit" not in outside.headers
+    assert api.call("GET", "/x").status_code == 404
+
+
+def test_a_short_window_gives_the_budget_back_gradually(connect: Callable[..., Api]) -> None:
+    api = connect("ai-gateway-keys", rate_limit=4, rate_window=1.0)
+    if time.time() % 1 > 0.8:  # four requests must land in one window
+        time.sleep(1 - time.time() % 1)
+    statuses = [api.call("GET", api.collection).status_code for _ in range(5)]
+    assert statuses == [200, 200, 200, 200, 429]
+    time.sleep(1.5 - time.time() % 1)  # halfway through the next window: half the old count still weighs
+    statuses = [api.call("GET", api.collection).status_code for _ in range(3)]
+    assert statuses == [200, 200, 429]
 
 
 def test_rate_limit_is_off_by_default(api: Api) -> None:
@@ -464,9 +588,10 @@ def test_rate_limit_is_off_by_default(api: Api) -> None:
     assert not any(name.startswith("x-ratelimit") for name in response.headers)
 
 
-def test_owner_may_bypass_the_rate_limit_and_member_may_not(connect: Callable[..., Api]) -> None:
-    api = connect(rate_limit=1)
-    _clear_of_a_window_edge()
+def test_owner_may_bypass_the_rate_limit_and_member_may_not(
+    connect: Callable[..., Api], generation: str
+) -> None:
+    api = connect(generation, rate_limit=1, rate_window=LONG_WINDOW)
     bypass = {"X-Coder-Bypass-Ratelimit": "true"}
     assert api.call("GET", api.collection).status_code == 200
     assert api.call("GET", api.collection).status_code == 429
@@ -474,39 +599,14 @@ def test_owner_may_bypass_the_rate_limit_and_member_may_not(connect: Callable[..
         response = api.call("GET", api.collection, headers=bypass)
         assert response.status_code == 200
         assert response.headers["x-ratelimit-limit"] == "1"
-    response = api.call("GET", api.collection, token=MEMBER, headers=bypass)
-    assert_answer(response, 428, {"message": "You are not authorized to bypass the rate limit."})
-
-
-def test_rate_limit_windows_are_fixed_minutes() -> None:
-    now = [120.5]
-    limiter = RateLimiter(2, clock=lambda: now[0])
-    assert [limiter.hit("k").allowed for _ in range(3)] == [True, True, False]
-    assert limiter.hit("other").allowed
-    assert limiter.hit("k").reset_at == 180
-    now[0] = 180.0
-    assert limiter.hit("k").allowed
-
-
-# The gateway's key check
-
-
-def test_gateway_key_check(api: Api) -> None:
-    key = api.created("replica")
-    assert "last_used_at" not in api.listed()[0]
-    assert_answer(api.call("GET", SERVE, token=None), 401, {"message": "AI Gateway key required."})
-    response = api.call("GET", SERVE, token=None, headers={GATEWAY_HEADER: key["key"][:11] + "x" * 32})
-    assert_answer(response, 401, {"message": "AI Gateway key invalid."})
-    response = api.call("GET", SERVE, token=None, headers={GATEWAY_HEADER: key["key"]})
-    assert_answer(response, 200, {"id": key["id"], "name": "replica"})
-    assert GO_TIME.fullmatch(api.listed()[0]["last_used_at"])
-
-
-def test_gateway_key_stops_working_once_deleted(api: Api) -> None:
-    key = api.created("replica")
-    api.call("DELETE", api.item(key["id"]))
-    response = api.call("GET", SERVE, token=None, headers={GATEWAY_HEADER: key["key"]})
-    assert_answer(response, 401, {"message": "AI Gateway key invalid."})
+        assert response.headers["x-ratelimit-remaining"] == "0"
+    for path in (api.collection, "/api/v2/unknown"):
+        response = api.call("GET", path, token=MEMBER, headers=bypass)
+        assert_text(response, 428, '"X-Coder-Bypass-Ratelimit" provided but user is not owner')
+    assert (
+        api.call("GET", api.collection, token=MEMBER, headers={"X-Coder-Bypass-Ratelimit": "no"}).status_code
+        == 403
+    )
 
 
 # Injected faults
@@ -529,6 +629,26 @@ def test_fail_rate_answers_500_and_commits_nothing(start: Callable[..., DevServe
     healthy = start(state=state)
     with httpx.Client(verify=TLS, base_url=healthy.url, headers={"Coder-Session-Token": OWNER}) as client:
         assert client.get(COLLECTIONS["coderd-keys"]).json() == []
+
+
+@pytest.mark.parametrize("generation", ["coderd-keys", "aibridge-keys"])
+def test_older_generations_answer_500_with_a_detail(connect: Callable[..., Api], generation: str) -> None:
+    api = connect(generation, fail_rate=1.0)
+    for response in (
+        api.create("lost"),
+        api.call("GET", api.collection),
+        api.call("DELETE", api.item(UNKNOWN_ID)),
+    ):
+        assert_answer(response, 500, {"message": "An internal server error occurred.", "detail": INJECTED})
+
+
+def test_the_newest_generation_answers_its_own_500s(connect: Callable[..., Api]) -> None:
+    api = connect("ai-gateway-keys", fail_rate=1.0)
+    assert_answer(api.create("lost"), 500, {"message": "Failed to create key. Please retry."})
+    assert_answer(api.call("GET", api.collection), 500, {"message": "Failed to list keys."})
+    assert_answer(api.call("DELETE", api.item(UNKNOWN_ID)), 500, {"message": "Failed to delete key."})
+    generic = {"message": "An internal server error occurred.", "detail": INJECTED}
+    assert_answer(api.call("GET", "/api/v2/unknown"), 500, generic)
 
 
 def test_lost_response_commits_the_create(connect: Callable[..., Api]) -> None:
@@ -572,7 +692,7 @@ def test_state_survives_a_restart_without_the_secret(start: Callable[..., DevSer
         kept = client.post(path, json={"name": "kept"}).json()
         gone = client.post(path, json={"name": "gone"}).json()
         client.delete(f"{path}/{gone['id']}")
-        client.get(SERVE, headers={GATEWAY_HEADER: kept["key"]})
+        assert gateway_status(first.url, kept["key"]) == IN
         before = client.get(path).json()
     first.stop()
     text = state.read_text()
@@ -583,7 +703,7 @@ def test_state_survives_a_restart_without_the_secret(start: Callable[..., DevSer
     second = start(state=state)
     with httpx.Client(verify=TLS, base_url=second.url, headers={"Coder-Session-Token": OWNER}) as client:
         assert client.get(path).json() == before
-        assert client.get(SERVE, headers={GATEWAY_HEADER: kept["key"]}).status_code == 200
+        assert gateway_status(second.url, kept["key"]) == IN
         assert client.post(path, json={"name": "kept"}).status_code == 400
 
 

@@ -24,7 +24,7 @@ import yaml
 
 from keysync.devserver import DevServer, DevServerConfig
 
-from coderlive import TLS, create_out_of_band, gateway_status, live_keys
+from coderlive import IN, TLS, create_out_of_band, gateway_status, live_keys
 from conftest import CAPTURED, KEYSYNC, OWNER_TOKEN, Cli, Run
 
 COLLECTIONS = {
@@ -86,7 +86,7 @@ def test_first_apply_creates_every_key_and_a_second_apply_changes_nothing(
         assert record["name"] == name
         assert record["coderd_url"] == dev_server.url
         assert datetime.fromisoformat(record["created_at"]) == datetime.fromisoformat(key["created_at"])
-        assert gateway_status(dev_server, record["key"]) == 200
+        assert gateway_status(dev_server, record["key"]) == IN
     assert stat.S_IMODE((cli.cwd / SINK).stat().st_mode) == 0o600
 
     second = cli("apply", "--auto-approve")
@@ -136,7 +136,7 @@ def test_adding_and_removing_keys(cli: Cli, dev_server: DevServer) -> None:
     secrets = sink_secrets(cli)
     assert set(secrets) == {"beta", "gamma"}
     assert secrets["gamma"][:11] == after["gamma"]["key_prefix"]
-    assert gateway_status(dev_server, secrets["gamma"]) == 200
+    assert gateway_status(dev_server, secrets["gamma"]) == IN
 
 
 # Repairing the sink
@@ -167,7 +167,7 @@ def test_a_deleted_sink_file_is_repaired_by_replacing_the_keys(cli: Cli, dev_ser
     for name in ("alpha", "beta"):
         assert new_keys[name]["id"] != old_keys[name]["id"]
         assert new_secrets[name][:11] == new_keys[name]["key_prefix"]
-        assert gateway_status(dev_server, new_secrets[name]) == 200
+        assert gateway_status(dev_server, new_secrets[name]) == IN
         assert gateway_status(dev_server, old_secrets[name]) == 401
     assert cli("plan", "--detailed-exitcode").code == 0
 
@@ -194,8 +194,8 @@ def test_a_sink_holding_another_keys_secret_is_stale_and_replaced(cli: Cli, dev_
     assert after["beta"]["id"] == before["beta"]["id"]
     secrets = sink_secrets(cli)
     assert secrets["alpha"][:11] == after["alpha"]["key_prefix"]
-    assert gateway_status(dev_server, secrets["alpha"]) == 200
-    assert gateway_status(dev_server, secrets["beta"]) == 200
+    assert gateway_status(dev_server, secrets["alpha"]) == IN
+    assert gateway_status(dev_server, secrets["beta"]) == IN
 
 
 def test_a_record_whose_key_vanished_is_a_warning_and_apply_removes_it(
@@ -250,7 +250,7 @@ def test_directory_sink_writes_one_file_per_key_that_the_gateway_accepts(
         assert secret[:11] == key["key_prefix"]
         assert stat.S_IMODE((directory / name).stat().st_mode) == 0o600
         # What a replica does with CODER_AI_GATEWAY_KEY_FILE: read the file, present its content.
-        assert gateway_status(dev_server, secret) == 200
+        assert gateway_status(dev_server, secret) == IN
     sidecar = (directory / ".keysync.json").read_text()
     for name in live:
         assert (directory / name).read_text() not in sidecar
@@ -292,7 +292,7 @@ def test_env_file_sink_writes_upper_snake_variables(
     assert found[variables[0]][:11] == live["gateway-us-east"]["key_prefix"]
     assert found[variables[1]][:11] == live["7eleven"]["key_prefix"]
     for secret in found.values():
-        assert gateway_status(dev_server, secret) == 200
+        assert gateway_status(dev_server, secret) == IN
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert cli("plan", "--detailed-exitcode").code == 0
 
@@ -463,7 +463,7 @@ def test_status_table_and_json(cli: Cli, dev_server: DevServer) -> None:
     cli.write_manifest("version: 1\nkeys: [alpha, beta]\n")
     apply(cli)
     secrets = sink_secrets(cli)
-    assert gateway_status(dev_server, secrets["alpha"]) == 200
+    assert gateway_status(dev_server, secrets["alpha"]) == IN
     document = sink_document(cli)
     del document["keys"]["beta"]
     (cli.cwd / SINK).write_text(json.dumps(document))

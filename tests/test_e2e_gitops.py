@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from keysync.devserver import DevServer, DevServerConfig
 
-from coderlive import GATEWAY_HEADER, SERVE, TLS, create_out_of_band, live_keys
+from coderlive import create_out_of_band, live_keys
 from conftest import OWNER_TOKEN, Cli
+from replica import IN, gateway_status
 
 COLLECTIONS = {
     "coderd-keys": "/api/v2/aibridge/coderd-keys",
@@ -35,9 +35,8 @@ def ids(server: DevServer) -> dict[str, str]:
 
 
 def use(server: DevServer, secret: str) -> None:
-    """Play a gateway replica connecting with this secret: Coder marks the key as used."""
-    response = httpx.get(server.url + SERVE, headers={GATEWAY_HEADER: secret}, verify=TLS)
-    assert response.status_code == 200, response.text
+    """Play a gateway replica connecting with this secret: Coder records its heartbeat."""
+    assert gateway_status(server.url, secret) == IN
 
 
 def sink_secrets(cli: Cli) -> dict[str, str]:
@@ -462,8 +461,7 @@ def test_replace_renews_one_key_with_reason_requested(cli: Cli, dev_server: DevS
     assert new["alpha"] != old["alpha"]
     assert new["beta"] == old["beta"]
     use(dev_server, new["alpha"])
-    gone = httpx.get(dev_server.url + SERVE, headers={GATEWAY_HEADER: old["alpha"]}, verify=TLS)
-    assert gone.status_code == 401
+    assert gateway_status(dev_server.url, old["alpha"]) == 401
     assert_refused(cli("plan", "--replace", "nosuch"), "nosuch")
 
 
@@ -533,6 +531,54 @@ def test_a_directory_sink_in_git_passes_once_the_advised_line_is_added(
     assert run.code == 0, run
     assert set(live_keys(dev_server)) == {"alpha"}
     assert (cli.cwd / "keys.d" / "alpha").is_file()
+
+
+def git(cwd: Path, *args: str) -> str:
+    assert GIT is not None
+    done = subprocess.run([GIT, *args], cwd=cwd, check=True, capture_output=True, text=True)
+    return done.stdout
+
+
+@needs_git
+@pytest.mark.parametrize("ignored", [True, False])
+def test_a_sink_file_git_already_tracks_is_refused_ignored_or_not(
+    cli: Cli, dev_server: DevServer, ignored: bool
+) -> None:
+    git_init(cli.cwd)
+    cli.write_manifest("version: 1\nsink:\n  path: out/keys.json\nkeys: [alpha]\n")
+    (cli.cwd / "out").mkdir()
+    (cli.cwd / "out" / "keys.json").write_text("{}\n")  # committed long ago, before keysync
+    git(cli.cwd, "add", "out/keys.json")
+    if ignored:
+        (cli.cwd / ".gitignore").write_text("out/\n")
+
+    plan = cli("plan")
+    refused = cli("apply", "--auto-approve")
+
+    assert plan.code == 0 and "needs --force" in plan.stdout and "already tracks out/keys.json" in plan.stdout
+    assert_refused(refused, "already tracks out/keys.json", "git rm -r --cached out/keys.json")
+    assert live_keys(dev_server) == {}
+    assert (cli.cwd / "out" / "keys.json").read_text() == "{}\n"
+    git(cli.cwd, "rm", "-q", "--cached", "out/keys.json")
+    (cli.cwd / ".gitignore").write_text("/out/keys.json*\n")
+    (cli.cwd / "out" / "keys.json").unlink()
+    assert cli("apply", "--auto-approve").code == 0
+    assert git(cli.cwd, "status", "--porcelain", "--", "out") == ""
+
+
+@needs_git
+def test_a_directory_sink_holding_a_tracked_file_is_refused(cli: Cli, dev_server: DevServer) -> None:
+    git_init(cli.cwd)
+    (cli.cwd / ".gitignore").write_text("/keys.d*\n")
+    cli.write_manifest("version: 1\nsink:\n  type: directory\n  path: keys.d\nkeys: [alpha]\n")
+    (cli.cwd / "keys.d").mkdir()
+    (cli.cwd / "keys.d" / "alpha").write_text("old secret")
+    git(cli.cwd, "add", "--force", "keys.d/alpha")
+
+    refused = cli("apply", "--auto-approve")
+
+    assert_refused(refused, "already tracks keys.d/alpha", "git rm -r --cached keys.d")
+    assert live_keys(dev_server) == {}
 
 
 def test_a_sink_file_made_for_another_coderd_is_refused(cli: Cli, dev_server: DevServer) -> None:

@@ -30,10 +30,10 @@ import pytest
 from keysync.devserver import DevServer
 
 from conftest import KEYSYNC, OWNER_TOKEN, Cli, Run, base_env
+from replica import IN, gateway_status
 
-KEYS_PATH = "/api/v2/aibridge/coderd-keys"  # the dev server's default API generation
-SERVE = "/api/v2/ai-gateway/serve"
-GATEWAY_HEADER = "X-Coder-AI-Governance-Gateway-Key"
+KEYS_PATH = "/api/v2/aibridge/coderd-keys"  # the generation the dev servers here serve
+SLOW_SERVER = [KEYSYNC, "dev-server", "--port", "0", "--token", OWNER_TOKEN, "--api", "coderd-keys"]
 SINK = Path("secrets/ai-gateway-keys.json")
 GRACE = timedelta(seconds=2)
 OVERLAP = """\
@@ -59,7 +59,7 @@ def live_keys(url: str) -> dict[str, dict[str, Any]]:
 
 
 def serve(url: str, secret: str) -> int:
-    return httpx.get(url + SERVE, headers={GATEWAY_HEADER: secret}).status_code
+    return gateway_status(url, secret)
 
 
 def sink_records(cwd: Path) -> dict[str, dict[str, str]]:
@@ -151,14 +151,13 @@ class Replica:
     def _run(self) -> None:
         try:
             secret = self._read_secret()
-            with httpx.Client(timeout=10) as client:
-                while not self._stop.is_set():
-                    if self._restart.is_set():
-                        secret = self._read_secret()
-                        self._restart.clear()
-                    response = client.get(self.url + SERVE, headers={GATEWAY_HEADER: secret})
-                    self.hits.append(Hit(datetime.now(UTC), secret[:11], response.status_code))
-                    self._stop.wait(0.05)
+            while not self._stop.is_set():
+                if self._restart.is_set():
+                    secret = self._read_secret()
+                    self._restart.clear()
+                status = gateway_status(self.url, secret)
+                self.hits.append(Hit(datetime.now(UTC), secret[:11], status))
+                self._stop.wait(0.05)
         except Exception as exc:  # reported by the test, not lost in a thread
             self.errors.append(repr(exc))
 
@@ -249,13 +248,13 @@ def test_a_key_in_use_rotates_without_a_single_failed_request(cli: Cli, dev_serv
         poll(lambda: len(replica.hits_with(new["key_prefix"])) >= 3, "new-secret uses")
 
     assert replica.errors == []
-    assert [h for h in replica.hits if h.status != 200] == [], "the replica saw a failed request"
+    assert [h for h in replica.hits if h.status != IN] == [], "the replica saw a failed request"
     assert {h.prefix for h in replica.hits} == {old["key_prefix"], new["key_prefix"]}
     switch = min(h.at for h in replica.hits if h.prefix == new["key_prefix"])
     assert max(h.at for h in replica.hits if h.prefix == old["key_prefix"]) < switch
     assert set(live_keys(url)) == {"gw-r2", "plain"}
     assert serve(url, first["key"]) == 401
-    assert serve(url, sink_records(cli.cwd)["gw"]["key"]) == 200
+    assert serve(url, sink_records(cli.cwd)["gw"]["key"]) == IN
     final = plan_json(cli)
     assert final["actions"] == [] and final["waiting"] == []
 
@@ -270,7 +269,7 @@ def test_a_due_rotation_rotates_a_key_in_use_and_waits_for_the_previous_generati
     cli.write_manifest(OVERLAP.format(grace="1h", extra="  rotate_after: 1s\n"))
     ok(cli("apply", "--auto-approve"))
     secret = sink_records(cli.cwd)["gw"]["key"]
-    assert serve(url, secret) == 200  # gw is in use: the in-use guard must not hold a rotate back
+    assert serve(url, secret) == IN  # gw is in use: the in-use guard must not hold a rotate back
 
     poll(lambda: ("rotate", "gw", "rotation-due", "gw-r2") in actions(plan_json(cli)), "rotation-due")
     ok(cli("apply", "--auto-approve"))  # no --force
@@ -287,7 +286,7 @@ def test_a_due_rotation_rotates_a_key_in_use_and_waits_for_the_previous_generati
     assert [w["id"] for w in document["waiting"]] == [live_keys(url)["gw"]["id"]]
     ok(cli("apply", "--auto-approve"))
     assert {"gw", "gw-r2"} <= set(live_keys(url))
-    assert serve(url, secret) == 200
+    assert serve(url, secret) == IN
 
     # --force retires the waiting generation early; then the next rotation may go.
     forced = json.loads(ok(cli("apply", "--auto-approve", "--force", "--format", "json")).stdout)
@@ -316,7 +315,7 @@ def test_a_lost_secret_rotates_at_once_while_the_previous_generation_waits(
     record = sink_records(cli.cwd)["gw"]
     live = live_keys(url)
     assert record["live_name"] == "gw-r3" and record["id"] == live["gw-r3"]["id"]
-    assert serve(url, record["key"]) == 200
+    assert serve(url, record["key"]) == IN
     # --force converges to the one generation the sink holds.
     ok(cli("apply", "--auto-approve", "--force"))
     assert set(live_keys(url)) == {"gw-r3", "plain"}
@@ -359,12 +358,12 @@ def test_a_generation_whose_secret_never_reached_the_sink_is_retired_as_orphaned
     ok(cli("apply", "--auto-approve"))
     assert set(live_keys(url)) == {"gw", "plain"}
     assert sink_records(cli.cwd)["gw"] == held
-    assert serve(url, held["key"]) == 200
+    assert serve(url, held["key"]) == IN
 
     # The rotation the crash interrupted can now happen.
     ok(cli("apply", "--auto-approve", "--replace", "gw"))
     assert {"gw", "gw-r2"} <= set(live_keys(url))
-    assert serve(url, sink_records(cli.cwd)["gw"]["key"]) == 200
+    assert serve(url, sink_records(cli.cwd)["gw"]["key"]) == IN
 
 
 # --- plain replace keys behave as before ----------------------------------------------------------
@@ -397,7 +396,7 @@ def test_a_replace_key_is_deleted_and_created_again_under_the_same_name(
     record = sink_records(cli.cwd)["plain"]
     assert "live_name" not in record and record["id"] == live["plain"]["id"]
     assert serve(url, old_secret) == 401
-    assert serve(url, record["key"]) == 200
+    assert serve(url, record["key"]) == IN
     assert plan_json(cli)["waiting"] == []
 
 
@@ -436,7 +435,7 @@ def test_validation_accepts_overlap_names_up_to_60_characters_and_long_replace_n
 def slow_server() -> Iterator[str]:
     """`keysync dev-server` as a subprocess, slow enough that a kill lands mid-apply."""
     process = subprocess.Popen(
-        [KEYSYNC, "dev-server", "--port", "0", "--token", OWNER_TOKEN, "--latency-ms", "80", "--seed", "8"],
+        [*SLOW_SERVER, "--latency-ms", "80", "--seed", "8"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -550,5 +549,5 @@ def test_kill_9_during_rotate_and_retire_converges(tmp_path: Path, slow_server: 
         assert record.get("live_name", name) == live_name
         assert record["id"] == key["id"]
         assert record["key"][:11] == record["key_prefix"] == key["key_prefix"]
-        assert serve(url, record["key"]) == 200
+        assert serve(url, record["key"]) == IN
     assert by_base["plain"] == ["plain"]

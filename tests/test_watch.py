@@ -32,10 +32,9 @@ from keysync.engine.session import Session
 from keysync.engine.watch import EventLog, Watcher, WatchSettings
 
 from conftest import KEYSYNC, OWNER_TOKEN, Cli
+from replica import IN, gateway_status
 
 COLLECTION = "/api/v2/aibridge/coderd-keys"
-SERVE = "/api/v2/ai-gateway/serve"
-GATEWAY_HEADER = "X-Coder-AI-Governance-Gateway-Key"
 SINK = Path("secrets/ai-gateway-keys.json")
 DEADLINE = 30.0
 KEY_STATES = ("in_sync", "missing", "secret_missing", "secret_stale", "rotation_due", "waiting")
@@ -68,8 +67,7 @@ def delete_out_of_band(url: str, key_id: str) -> None:
 
 
 def gateway_accepts(url: str, secret: str) -> bool:
-    response = httpx.get(url + SERVE, headers={GATEWAY_HEADER: secret}, trust_env=False)
-    return response.status_code == 200
+    return gateway_status(url, secret) == IN
 
 
 def sink_records(cwd: Path) -> dict[str, dict[str, Any]]:
@@ -472,7 +470,8 @@ def server_processes() -> Iterator[list[ServerProcess]]:
 
 
 def start_server(started: list[ServerProcess], state: Path, port: int = 0) -> ServerProcess:
-    argv = [KEYSYNC, "dev-server", "--port", str(port), "--token", OWNER_TOKEN, "--state", str(state)]
+    argv = [KEYSYNC, "dev-server", "--port", str(port), "--token", OWNER_TOKEN, "--api", "coderd-keys"]
+    argv += ["--state", str(state)]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     server = ServerProcess(process, "")
     started.append(server)
