@@ -547,7 +547,8 @@ def test_a_sink_file_git_already_tracks_is_refused_ignored_or_not(
     git_init(cli.cwd)
     cli.write_manifest("version: 1\nsink:\n  path: out/keys.json\nkeys: [alpha]\n")
     (cli.cwd / "out").mkdir()
-    (cli.cwd / "out" / "keys.json").write_text("{}\n")  # committed long ago, before keysync
+    empty = json.dumps({"version": 1, "coderd_url": dev_server.url, "keys": {}}) + "\n"
+    (cli.cwd / "out" / "keys.json").write_text(empty)  # committed long ago
     git(cli.cwd, "add", "out/keys.json")
     if ignored:
         (cli.cwd / ".gitignore").write_text("out/\n")
@@ -558,10 +559,9 @@ def test_a_sink_file_git_already_tracks_is_refused_ignored_or_not(
     assert plan.code == 0 and "needs --force" in plan.stdout and "already tracks out/keys.json" in plan.stdout
     assert_refused(refused, "already tracks out/keys.json", "git rm -r --cached out/keys.json")
     assert live_keys(dev_server) == {}
-    assert (cli.cwd / "out" / "keys.json").read_text() == "{}\n"
+    assert (cli.cwd / "out" / "keys.json").read_text() == empty
     git(cli.cwd, "rm", "-q", "--cached", "out/keys.json")
     (cli.cwd / ".gitignore").write_text("/out/keys.json*\n")
-    (cli.cwd / "out" / "keys.json").unlink()
     assert cli("apply", "--auto-approve").code == 0
     assert git(cli.cwd, "status", "--porcelain", "--", "out") == ""
 

@@ -18,13 +18,28 @@ def unignored_advice(path: Path, is_directory: bool) -> str | None:
     relative = path.resolve().relative_to(top)
     content = relative / ".keysync.json" if is_directory else relative
     lock = relative.with_name(relative.name + ".lock")
+    line = f"/{relative.as_posix()}*"  # the sink and the lock beside it
+    tracked = _tracked(top, relative, lock)
+    if tracked:
+        # .gitignore does not stop git from committing changes to a file it already tracks.
+        return (
+            f"sink path {path} lies in the git work tree {top} and git already tracks {tracked[0]}"
+            f"{f' (and {len(tracked) - 1} more)' if len(tracked) > 1 else ''}, ignored or not: "
+            f"run `git rm -r --cached {relative.as_posix()}`, commit, and keep the line `{line}` in "
+            f"{top / '.gitignore'} (or pass --force)"
+        )
     if all(_ignored(top, probe) for probe in (content, lock)):
         return None
-    line = f"/{relative.as_posix()}*"  # the sink and the lock beside it
     return (
         f"sink path {path} lies in the git work tree {top} and git does not ignore it: "
         f"add the line `{line}` to {top / '.gitignore'} (or pass --force)"
     )
+
+
+def _tracked(top: Path, *paths: Path) -> list[str]:
+    """The files under these paths that git tracks (the index, so a fresh `git add` counts)."""
+    answer = _git(top, "ls-files", "-z", "--", *(str(p) for p in paths))
+    return [name for name in answer[1].split("\0") if name] if answer and answer[0] == 0 else []
 
 
 def _ignored(top: Path, probe: Path) -> bool:

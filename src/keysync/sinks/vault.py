@@ -15,7 +15,7 @@ import ssl
 import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +29,7 @@ from keysync.manifest.sinks import VaultAuthConfig, VaultSinkConfig
 from keysync.names import name_problem
 from keysync.secret import Secret, header_safe, mask
 from keysync.sinks.base import SinkContext
+from keysync.sinks.vault_lock import LOCK_LEAF, VaultLock
 
 _READ_THREADS = 8
 _PROBE_NAME = "keysync-preflight"
@@ -211,7 +212,11 @@ class VaultSink:
         return []
 
     def lock(self, timeout: float | None) -> AbstractContextManager[None]:
-        return nullcontext()  # check-and-set makes concurrent writers safe without a lock
+        """Check-and-set keeps each write safe; the lock keeps two applies from interleaving."""
+        self.check_ready()  # a token that may not write says so, rather than failing on the lock
+        directory = self._template.directory
+        leaf = f"{directory}/{LOCK_LEAF}" if directory else LOCK_LEAF
+        return VaultLock(self._api, self._data(leaf)).held(timeout)
 
     def read(self) -> SinkView:
         names = [name for leaf in self._list() if (name := self._template.name_of(leaf))]

@@ -1,0 +1,218 @@
+"""End to end, day one on a deployment that already has keys: export adopts without rotating,
+import hands keysync the secrets a team holds, manage lets teams share one Coder, look-alike
+generations are plain keys, and the plan says which Coder it targets."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import yaml
+
+from keysync.devserver import DevServer
+
+from coderlive import create_out_of_band, live_keys
+from conftest import Cli
+
+SINK = Path("secrets/ai-gateway-keys.json")
+
+
+def sink_secrets(cli: Cli) -> dict[str, str]:
+    path = cli.cwd / SINK
+    if not path.exists():
+        return {}
+    return {name: record["key"] for name, record in json.loads(path.read_text())["keys"].items()}
+
+
+def plan_json(cli: Cli, *args: str) -> dict[str, object]:
+    run = cli("plan", "--format", "json", *args)
+    assert run.code == 0, run
+    document: dict[str, object] = json.loads(run.stdout)
+    return document
+
+
+def said(cli: Cli) -> str:
+    return "".join(run.stdout + run.stderr for run in cli.runs)
+
+
+# --- export ------------------------------------------------------------------------------------------
+
+
+def test_an_exported_manifest_plans_no_change_and_says_why_it_keeps(cli: Cli, dev_server: DevServer) -> None:
+    for name in ("gw-east", "gw-west", "edge", "edge-r7"):
+        create_out_of_band(dev_server, name)
+
+    export = cli("export", "-f", "keysync.yaml")
+    (cli.cwd / "keysync.yaml").write_text(export.stdout)  # as `keysync export > keysync.yaml` would
+    plan = cli("plan")
+    document = plan_json(cli)
+
+    assert export.code == 0, export
+    exported = yaml.safe_load(export.stdout)
+    assert exported["keys"] == ["edge", "gw-east", "gw-west"]
+    assert exported["policy"]["on_missing_secret"] == "keep"
+    assert exported["policy"]["ignore"] == ["edge-r7"], "a look-alike generation is left alone"
+    assert "# The sink does not hold these keys' secrets yet" in export.stdout
+    assert "keysync import NAME" in export.stdout
+    assert plan.code == 0, plan
+    assert "No changes." in plan.stdout and "replace" not in plan.stdout
+    assert document["actions"] == []
+    assert set(live_keys(dev_server)) == {"gw-east", "gw-west", "edge", "edge-r7"}
+
+
+def test_export_through_a_shell_redirect_onto_the_manifest_it_reads(cli: Cli, dev_server: DevServer) -> None:
+    create_out_of_band(dev_server, "alpha")
+    (cli.cwd / "keysync.yaml").write_text("")  # what `> keysync.yaml` leaves before export runs
+
+    export = cli("export")
+
+    assert export.code == 0, export
+    assert yaml.safe_load(export.stdout)["keys"] == ["alpha"]
+
+
+# --- import ------------------------------------------------------------------------------------------
+
+
+def adopted(cli: Cli, dev_server: DevServer, *names: str) -> dict[str, str]:
+    """Keys made by hand before keysync, their secrets, and the exported manifest in place."""
+    secrets = {name: str(create_out_of_band(dev_server, name)["key"]) for name in names}
+    cli.write_manifest(cli("export").stdout)
+    return secrets
+
+
+def test_import_puts_a_held_secret_into_the_sink_without_echoing_it(cli: Cli, dev_server: DevServer) -> None:
+    secrets = adopted(cli, dev_server, "alpha", "beta")
+
+    run = cli("import", "alpha", input=secrets["alpha"] + "\n")
+
+    assert run.code == 0, run
+    assert "Imported the secret of alpha" in run.stdout
+    assert sink_secrets(cli) == {"alpha": secrets["alpha"]}
+    warnings = plan_json(cli)["warnings"]
+    assert isinstance(warnings, list)
+    assert not any("'alpha'" in w for w in warnings) and any("'beta'" in w for w in warnings)
+    cli.write_manifest(cli.cwd.joinpath("keysync.yaml").read_text().replace("keep", "replace"))
+    assert [a["name"] for a in plan_json(cli)["actions"]] == ["beta"], "only what nobody holds rotates"
+    assert all(secret[:12] not in said(cli) for secret in secrets.values())
+
+
+def test_import_refuses_a_secret_of_another_key_and_writes_nothing(cli: Cli, dev_server: DevServer) -> None:
+    secrets = adopted(cli, dev_server, "alpha", "beta")
+
+    wrong = cli("import", "alpha", input=secrets["beta"])
+    junk = cli("import", "alpha", input="not a key at all")
+    empty = cli("import", "alpha", input="")
+    unknown = cli("import", "gamma", input=secrets["alpha"])
+
+    for run, message in (
+        (wrong, "is not the live key 'alpha''s"),
+        (junk, "no gateway key"),
+        (empty, "stdin is empty"),
+        (unknown, "does not manage a key 'gamma'"),
+    ):
+        assert run.code == 1, run
+        assert message in run.stderr and "Traceback" not in run.stderr
+    assert not (cli.cwd / SINK).exists()
+    assert all(secret[:12] not in said(cli) for secret in secrets.values())
+
+
+def test_import_takes_no_secret_as_an_argument(cli: Cli, dev_server: DevServer) -> None:
+    secrets = adopted(cli, dev_server, "alpha")
+
+    run = cli("import", "alpha", secrets["alpha"], input=secrets["alpha"])
+
+    assert run.code == 1 and "unexpected extra argument" in run.stderr.lower(), run
+    assert not (cli.cwd / SINK).exists()
+
+
+# --- manage ------------------------------------------------------------------------------------------
+
+
+def test_two_manifests_share_one_coder_without_pruning_each_other(cli: Cli, dev_server: DevServer) -> None:
+    for team in ("a", "b"):
+        cli.write_manifest(
+            f"version: 1\nsink:\n  path: {team}.json\npolicy:\n  manage: ['team-{team}-*']\n"
+            f"keys: [team-{team}-gw, team-{team}-edge]\n",
+            name=f"{team}.yaml",
+        )
+    for team in ("a", "b", "a", "b"):
+        run = cli("apply", "--auto-approve", "-f", f"{team}.yaml")
+        assert run.code == 0, run
+        assert "- deleted" not in run.stdout and "No changes" in run.stdout or " 0 deleted" in run.stdout
+
+    assert set(live_keys(dev_server)) == {"team-a-gw", "team-a-edge", "team-b-gw", "team-b-edge"}
+    assert plan_json(cli, "-f", "a.yaml")["actions"] == []
+
+
+def test_a_manifest_key_outside_manage_is_a_validation_error(cli: Cli) -> None:
+    cli.write_manifest("version: 1\npolicy:\n  manage: ['team-a-*']\nkeys:\n  - team-a-gw\n  - team-b-gw\n")
+
+    run = cli("validate")
+
+    assert run.code == 1, run
+    assert "keysync.yaml:6: keys[1]" in run.stderr and "policy.manage" in run.stderr
+
+
+# --- generations ---------------------------------------------------------------------------------------
+
+
+def test_hand_made_look_alike_generations_are_plain_deletes_naming_the_key(
+    cli: Cli, dev_server: DevServer
+) -> None:
+    cli.write_manifest("version: 1\npolicy:\n  rotation: replace\nkeys: [edge]\n")
+    assert cli("apply", "--auto-approve").code == 0
+    r2, r7 = create_out_of_band(dev_server, "edge-r2"), create_out_of_band(dev_server, "edge-r7")
+
+    text = cli("plan")
+    markdown = cli("plan", "--format", "markdown")
+    document = plan_json(cli)
+
+    assert text.code == 0, text
+    assert "- delete edge-r2  (not-in-manifest)  destroys live key edge-r2" in text.stdout
+    assert "- delete edge-r7  (not-in-manifest)  destroys live key edge-r7" in text.stdout
+    assert "replace" not in text.stdout.replace("0 to replace", "")
+    assert "| `edge-r7` |" in markdown.stdout
+    assert {(a["action"], a["live_name"], a["key_prefix"]) for a in document["actions"]} == {  # type: ignore[index,union-attr]
+        ("delete", "edge-r2", r2["key_prefix"]),
+        ("delete", "edge-r7", r7["key_prefix"]),
+    }
+    assert document["waiting"] == []
+
+
+# --- which Coder the plan targets --------------------------------------------------------------------
+
+
+def test_the_plan_names_its_target_and_where_the_url_came_from(cli: Cli, dev_server: DevServer) -> None:
+    cli.write_manifest(f"version: 1\ncoderd:\n  url: {dev_server.url}\nkeys: [alpha]\n")
+
+    from_env = cli("plan")
+    from_flag = cli("plan", "--url", dev_server.url)
+    del cli.env["CODER_URL"]
+    from_manifest = cli("plan")
+    markdown = cli("plan", "--format", "markdown")
+
+    assert from_env.stdout.splitlines()[0] == f"Target: {dev_server.url} (from CODER_URL)"
+    assert from_flag.stdout.splitlines()[0] == f"Target: {dev_server.url} (from --url)"
+    assert (
+        from_manifest.stdout.splitlines()[0] == f"Target: {dev_server.url} (from the manifest's coderd.url)"
+    )
+    assert (
+        markdown.stdout.splitlines()[0]
+        == f"### keysync plan for {dev_server.url} (from the manifest's coderd.url)"
+    )
+    assert "overrides" not in said(cli)
+
+
+def test_plan_warns_when_coder_url_overrides_the_manifest(cli: Cli, dev_server: DevServer) -> None:
+    cli.write_manifest("version: 1\ncoderd:\n  url: https://coder-prod.example.com\nkeys: [alpha]\n")
+
+    run = cli("plan")
+    document = plan_json(cli)
+
+    assert run.code == 0, run
+    assert run.stdout.splitlines()[0] == f"Target: {dev_server.url} (from CODER_URL)"
+    warning = (
+        f"CODER_URL ({dev_server.url}) overrides the manifest's coderd.url (https://coder-prod.example.com)"
+    )
+    assert f"Warning: {warning}" in run.stdout
+    assert any(warning in w for w in document["warnings"])  # type: ignore[attr-defined]
