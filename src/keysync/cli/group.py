@@ -25,15 +25,16 @@ def shared_options(func: F) -> F:
             "-f",
             "--manifest",
             type=click.Path(path_type=Path),
-            default=Path("keysync.yaml"),
+            multiple=True,
+            default=[Path("keysync.yaml")],
             show_default=True,
-            help="The manifest file.",
+            help="The manifest file (validate, plan and status take several).",
         ),
         click.option("--url", envvar="CODER_URL", help="Coder's URL (env CODER_URL)."),
         click.option(
             "--token-file",
             type=click.Path(path_type=Path),
-            help="File holding the session token (default: env CODER_SESSION_TOKEN).",
+            help="File holding the session token (default: env CODER_SESSION_TOKEN, or coderd.token_env).",
         ),
         click.option(
             "--api",
@@ -69,7 +70,10 @@ def shared_options(func: F) -> F:
 def make_options(kwargs: dict[str, Any], **extra: Any) -> Any:
     from keysync.engine.session import Options
 
-    names = ("manifest", "url", "token_file", "api", "ca_cert", "timeout", "no_color", "verbose")
+    manifests = kwargs.pop("manifest")
+    if "manifest" not in extra:  # validate, plan and status pass each of theirs in turn
+        extra["manifest"] = only_manifest(manifests)
+    names = ("url", "token_file", "api", "ca_cert", "timeout", "no_color", "verbose")
     fields = {name: kwargs.pop(name) for name in names}
     if fields["verbose"]:
         logging.getLogger("keysync").setLevel(logging.INFO)
@@ -77,6 +81,17 @@ def make_options(kwargs: dict[str, Any], **extra: Any) -> Any:
     from_env = context is not None and context.get_parameter_source("url") == ParameterSource.ENVIRONMENT
     extra.setdefault("url_source", "CODER_URL" if from_env else "--url")
     return Options(format=kwargs.pop("output_format"), **fields, **extra)
+
+
+def only_manifest(manifests: Sequence[Path], what: str = "") -> Path:
+    """The one manifest of a command (or option) that takes exactly one."""
+    from keysync.errors import UsageError
+
+    if len(manifests) > 1:
+        context = click.get_current_context(silent=True)
+        what = what or (context.info_name if context else None) or "this command"
+        raise UsageError(f"{what} takes exactly one manifest, not {len(manifests)} (-f given several times)")
+    return manifests[0]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})

@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING
 from keysync.errors import UsageError
 from keysync.secret import Secret, header_safe
 
+DEFAULT_TOKEN_ENV = "CODER_SESSION_TOKEN"
+
 if TYPE_CHECKING:
     from keysync.coder.client import CoderClient
     from keysync.keys import LiveKey, SinkView
@@ -98,6 +100,10 @@ class Session:
         manifest = self.manifest_if_present()
         return manifest.coderd.api if manifest else "auto"
 
+    def _token_env(self) -> str:
+        manifest = self.manifest_if_present()
+        return manifest.coderd.token_env if manifest else DEFAULT_TOKEN_ENV
+
     @property
     def client(self) -> CoderClient:
         if self._client is None:
@@ -105,7 +111,7 @@ class Session:
 
             settings = ClientSettings(
                 url=self.coderd_url,
-                token=read_token(self.options.token_file),
+                token=read_token(self.options.token_file, self._token_env()),
                 api=self.options.api or self._manifest_api(),
                 ca_cert=self.options.ca_cert,
                 timeout=self.options.timeout,
@@ -153,7 +159,7 @@ class Session:
             self._sink.close()
 
 
-def read_token(token_file: Path | None) -> Secret:
+def read_token(token_file: Path | None, token_env: str = DEFAULT_TOKEN_ENV) -> Secret:
     if token_file is not None:
         try:
             token = token_file.read_text(encoding="utf-8").strip()
@@ -162,10 +168,11 @@ def read_token(token_file: Path | None) -> Secret:
         if not token:
             raise UsageError(f"--token-file {token_file} is empty")
         return _checked_token(token, f"--token-file {token_file}")
-    token = os.environ.get("CODER_SESSION_TOKEN", "").strip()
+    token = os.environ.get(token_env, "").strip()
     if not token:
-        raise UsageError("no session token: set CODER_SESSION_TOKEN or pass --token-file PATH")
-    return _checked_token(token, "CODER_SESSION_TOKEN")
+        named = "" if token_env == DEFAULT_TOKEN_ENV else " (the manifest's coderd.token_env)"
+        raise UsageError(f"no session token: set {token_env}{named} or pass --token-file PATH")
+    return _checked_token(token, token_env)
 
 
 def _checked_token(token: str, where: str) -> Secret:

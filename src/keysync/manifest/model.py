@@ -38,6 +38,13 @@ class _Strict(BaseModel):
 class CoderdSettings(_Strict):
     url: str | None = Field(None, description="Coder's URL; --url and CODER_URL override it.")
     api: Literal["auto", "coderd-keys", "aibridge-keys", "ai-gateway-keys"] = "auto"
+    # CODER_..._TOKEN only: a manifest from a pull request must not send another credential
+    # of the pipeline (VAULT_TOKEN, GITHUB_TOKEN) to Coder as its session token.
+    token_env: str = Field(
+        "CODER_SESSION_TOKEN",
+        pattern=r"^CODER_[A-Z0-9_]*TOKEN$",
+        description="The variable holding this deployment's session token; --token-file beats it.",
+    )
 
 
 class SinkSettings(BaseModel):

@@ -29,10 +29,11 @@ def validate(more: tuple[Path, ...], **kwargs: Any) -> int:
     from keysync.errors import ManifestError
     from keysync.manifest.load import load_manifest
 
-    options = make_options(kwargs)
+    paths = more or kwargs["manifest"]
+    options = make_options(kwargs, manifest=paths[0])
     problems: list[str] = []
     results: list[dict[str, Any]] = []
-    for path in more or (options.manifest,):
+    for path in paths:
         try:
             loaded = load_manifest(path)
         except ManifestError as exc:
@@ -75,20 +76,33 @@ def status(**kwargs: Any) -> int:
     Example:
       keysync status --format json
     """
+    from keysync.cli.commands.several import each, exit_code, write
+
+    paths, output_format = kwargs["manifest"], kwargs["output_format"]
+    if len(paths) > 1:
+        sections = each(paths, lambda path: _status_section(dict(kwargs), path))
+        write(sections, output_format)
+        return exit_code(sections)
+    section = _status_section(kwargs, paths[0])
+    console.out(json.dumps(section.document, indent=2) if output_format == "json" else section.text)
+    return 0
+
+
+def _status_section(kwargs: dict[str, Any], path: Path) -> Any:
+    from keysync.cli.commands.several import Section
     from keysync.engine.session import Session
     from keysync.status import key_rows, render_rows
 
-    session = Session(make_options(kwargs))
+    session = Session(make_options(kwargs, manifest=path))
     try:
         manifest = session.loaded.manifest
         rows = key_rows(manifest, session.client.list_keys(), session.sink.read(), datetime.now(UTC))
     finally:
         session.close()
     if session.options.format == "json":
-        console.out(json.dumps({"coderd_url": session.coderd_url, "keys": rows}, indent=2))
-    else:
-        console.out(render_rows(rows, datetime.now(UTC), markdown=session.options.format == "markdown"))
-    return 0
+        return Section(path, 0, document={"coderd_url": session.coderd_url, "keys": rows})
+    markdown = session.options.format == "markdown"
+    return Section(path, 0, render_rows(rows, datetime.now(UTC), markdown=markdown))
 
 
 @click.command()

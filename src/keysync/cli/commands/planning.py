@@ -11,7 +11,7 @@ import click
 
 from keysync.cli import console
 from keysync.cli.commands import boundary
-from keysync.cli.group import make_options, shared_options
+from keysync.cli.group import make_options, only_manifest, shared_options
 
 EXIT_CHANGES = 2
 
@@ -71,14 +71,12 @@ def plan(out: str | None, detailed_exitcode: bool, **kwargs: Any) -> int:
       keysync plan --format markdown > plan.md
       keysync plan --out plan.json --detailed-exitcode
     """
-    from keysync.engine.session import Session
-
     request = plan_request(kwargs)
-    session = Session(make_options(kwargs))
-    try:
-        snapshot = preflighted(session, session.snapshot(request))
-    finally:
-        session.close()
+    if len(kwargs["manifest"]) > 1:
+        if out:
+            only_manifest(kwargs["manifest"], "--out")
+        return plan_several(kwargs, request, detailed_exitcode)
+    session, snapshot = planned(kwargs, request)
     console.out(render_plan(snapshot, session, request))
     if out:
         save_plan(out, snapshot, request)
@@ -88,6 +86,40 @@ def plan(out: str | None, detailed_exitcode: bool, **kwargs: Any) -> int:
             console.err(f"keysync: error: {failure}")
         return 1
     return EXIT_CHANGES if detailed_exitcode and snapshot.plan.has_changes else 0
+
+
+def planned(kwargs: dict[str, Any], request: Any, **extra: Any) -> tuple[Any, Any]:
+    from keysync.engine.session import Session
+
+    session = Session(make_options(kwargs, **extra))
+    try:
+        return session, preflighted(session, session.snapshot(request))
+    finally:
+        session.close()
+
+
+def plan_several(kwargs: dict[str, Any], request: Any, detailed_exitcode: bool) -> int:
+    from keysync.cli.commands.several import EXIT_FAILED, Section, each, exit_code, write
+    from keysync.errors import UsageError
+    from keysync.plandoc import plan_document
+
+    if request.targets or request.replace:
+        raise UsageError("--target and --replace take exactly one manifest")
+
+    def one(path: Any) -> Section:
+        session, snapshot = planned(dict(kwargs), request, manifest=path)
+        for failure in snapshot.plan.failures:
+            console.err(f"keysync: error: {path}: {failure}")
+        changes = EXIT_CHANGES if snapshot.plan.has_changes else 0
+        code = EXIT_FAILED if snapshot.plan.failures else changes
+        if session.options.format == "json":
+            return Section(path, code, document=plan_document(snapshot.plan, snapshot.world, request))
+        return Section(path, code, render_plan(snapshot, session, request))
+
+    sections = each(kwargs["manifest"], one)
+    write(sections, kwargs["output_format"])
+    code = exit_code(sections)
+    return code if detailed_exitcode or code == EXIT_FAILED else 0
 
 
 def preflighted(session: Any, snapshot: Any) -> Any:
