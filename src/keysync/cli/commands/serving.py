@@ -103,7 +103,6 @@ def dev_server(
       keysync dev-server --port 7080 --token dev-token --latency-ms 20
     """
     from keysync.devserver import DevServerConfig, run
-    from keysync.duration import parse_duration
     from keysync.errors import UsageError
 
     try:
@@ -119,14 +118,24 @@ def dev_server(
             fail_rate=fail_rate,
             lose_response_rate=lose_response_rate,
             rate_limit=rate_limit,
-            rate_window=parse_duration(rate_window).total_seconds(),
-            heartbeat_interval=parse_duration(heartbeat_interval).total_seconds(),
+            rate_window=_seconds("--rate-window", rate_window),
+            heartbeat_interval=_seconds("--heartbeat-interval", heartbeat_interval),
             last_seen_field=last_seen_field,
             seed=seed,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
     return run(config)
+
+
+def _seconds(option: str, text: str) -> float:
+    from keysync.duration import parse_duration
+    from keysync.errors import UsageError
+
+    try:
+        return parse_duration(text).total_seconds()
+    except ValueError as exc:
+        raise UsageError(f"{option}: {exc}") from None
 
 
 COMMANDS = [dev_server]
