@@ -142,6 +142,8 @@ def test_two_manifests_share_one_coder_without_pruning_each_other(cli: Cli, dev_
 
     assert set(live_keys(dev_server)) == {"team-a-gw", "team-a-edge", "team-b-gw", "team-b-edge"}
     assert plan_json(cli, "-f", "a.yaml")["actions"] == []
+    status = json.loads(cli("status", "-f", "a.yaml", "--format", "json").stdout)
+    assert {row["name"]: row["sink"] for row in status["keys"]}["team-b-gw"] == "ignored"
 
 
 def test_a_manifest_key_outside_manage_is_a_validation_error(cli: Cli) -> None:
@@ -177,6 +179,8 @@ def test_hand_made_look_alike_generations_are_plain_deletes_naming_the_key(
         ("delete", "edge-r7", r7["key_prefix"]),
     }
     assert document["waiting"] == []
+    rows = {row["name"]: row for row in json.loads(cli("status", "--format", "json").stdout)["keys"]}
+    assert (rows["edge-r7"]["logical_name"], rows["edge-r7"]["in_manifest"]) == ("edge-r7", False)
 
 
 # --- which Coder the plan targets --------------------------------------------------------------------

@@ -262,7 +262,7 @@ def build_plan(
     live = list(live)
     managed = {key.name: key for key in live if policy.manages(key.name)}
     _check_request(manifest, request)
-    groups, extra = group_generations(manifest.names(), managed.values(), _claims(manifest, sink))
+    groups, extra = group_generations(manifest.names(), managed.values(), generation_claims(manifest, sink))
     builder = _Builder(manifest, sink, now, request)
     for spec in manifest.keys:
         if request.covers(spec.name):
@@ -282,7 +282,7 @@ def build_plan(
     return Plan(actions, warnings, stale, builder.failures, guards, builder.waiting)
 
 
-def _claims(manifest: Manifest, sink: SinkView) -> Claims:
+def generation_claims(manifest: Manifest, sink: SinkView) -> Claims:
     """`N-rK` is a generation of `N` only when `N` rotates with overlap or the sink records the key
     as N's; otherwise a hand-made `edge-r7` beside `edge` would be rotated away unseen."""
     overlapping = {
@@ -292,7 +292,7 @@ def _claims(manifest: Manifest, sink: SinkView) -> Claims:
     def claims(base: str, key: LiveKey) -> bool:
         entry = sink.entries.get(base)
         recorded = entry is not None and (entry.id == key.id or entry.secret_prefix == key.key_prefix)
-        return base in overlapping or recorded
+        return base in overlapping or recorded or sink.delivered.get(base) == key.id
 
     return claims
 

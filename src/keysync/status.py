@@ -9,6 +9,7 @@ from typing import Any
 from keysync.generations import group_generations
 from keysync.keys import LiveKey, SinkView
 from keysync.manifest.model import Manifest
+from keysync.plan import generation_claims
 from keysync.timefmt import age, relative, rfc3339
 
 
@@ -33,7 +34,7 @@ def key_rows(
     manifest: Manifest, live: Iterable[LiveKey], view: SinkView, now: datetime
 ) -> list[dict[str, Any]]:
     keys = list(live)
-    groups, _ = group_generations(manifest.names(), keys)
+    groups, _ = group_generations(manifest.names(), keys, generation_claims(manifest, view))
     logical = {g.key.name: name for name, generations in groups.items() for g in generations}
     rows = []
     for key in keys:
@@ -50,7 +51,7 @@ def key_rows(
                 "key_prefix": key.key_prefix,
                 "created_at": rfc3339(key.created_at),
                 "last_used_at": rfc3339(seen) if seen else None,
-                "sink": "ignored" if manifest.policy.ignores(key.name) else state,
+                "sink": "ignored" if not manifest.policy.manages(key.name) else state,
                 "in_manifest": name in groups,
                 "in_use": key.in_use(now),
             }
