@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from keysync.devserver import DevServer
+from keysync.devserver import DevServer, DevServerConfig
 from keysync.errors import SinkError
 from keysync.keys import SecretRecord
 from keysync.manifest.sinks import ExecSinkConfig
@@ -19,8 +21,8 @@ from keysync.secret import Secret
 from keysync.sinks.base import SinkContext
 from keysync.sinks.exec import ExecSink
 
-from coderlive import live_keys
-from conftest import Cli
+from coderlive import create_out_of_band, live_keys
+from conftest import OWNER_TOKEN, Cli
 
 URL = "http://127.0.0.1:7080"
 PYTHON = sys.executable
@@ -141,14 +143,37 @@ def test_the_environment_comes_from_the_context(tmp_path: Path) -> None:
         sink(tmp_path, [PYTHON, "-c", script]).store(record("alpha"))
 
 
-def test_no_lock_no_local_paths(tmp_path: Path) -> None:
+def test_the_lock_and_the_only_local_path_are_the_journal_beside_the_manifest(tmp_path: Path) -> None:
     exec_sink = sink(tmp_path, ["true"])
     with exec_sink.lock(None):
-        assert exec_sink.local_paths() == []
+        assert (tmp_path / ".keysync-exec-journal.json.lock").is_file()
+    assert exec_sink.local_paths() == [tmp_path / ".keysync-exec-journal.json"]
     assert exec_sink.describe() == "exec true"
 
 
+def test_the_journal_names_what_was_delivered_and_holds_no_secret(tmp_path: Path) -> None:
+    delivered, refused = record("alpha"), record("beta")
+    sink(tmp_path, ["true"]).store(delivered)
+    with pytest.raises(SinkError):
+        sink(tmp_path, ["false"]).store(dataclasses.replace(delivered, id="other"))
+    sink(tmp_path, ["true"]).store(refused)
+    sink(tmp_path, ["true"]).remove("beta")
+
+    journal = tmp_path / ".keysync-exec-journal.json"
+    assert journal.stat().st_mode & 0o777 == 0o600
+    assert sink(tmp_path, ["true"]).read().delivered == {"alpha": delivered.id}
+    text = journal.read_text()
+    assert delivered.key.reveal() not in text and refused.key.reveal() not in text
+    assert json.loads(text)["deployments"][URL]["alpha"] == {"delivered": delivered.id, "handed": "other"}
+
+
 # --- end to end --------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def dev_server() -> Iterator[DevServer]:
+    with DevServer(DevServerConfig(port=0, token=OWNER_TOKEN, seed=7, api="ai-gateway-keys")) as server:
+        yield server
 
 
 def manifest(command: list[str], keys: list[str]) -> str:
@@ -189,3 +214,87 @@ def test_apply_refuses_a_missing_command_before_creating_anything(cli: Cli, dev_
     assert run.code == 1, run
     assert "missing-hook" in run.stderr
     assert sorted(live_keys(dev_server)) == []
+
+
+# --- the journal: a delivery cut short shows in the next plan -------------------------------------
+
+# Stores what it is handed, except the key `victim` until a file `accept` exists: that one it
+# answers by killing keysync, as if the machine died before the command could say "stored".
+STORE_OR_DIE = """\
+import json, os, signal, sys, time
+
+record = json.load(sys.stdin)
+if record["name"] == "victim" and not os.path.exists("accept"):
+    open("victim.json", "w").write(json.dumps(record))
+    os.kill(os.getppid(), signal.SIGKILL)
+    time.sleep(2)
+    sys.exit(1)
+with open("got.jsonl", "a") as out:
+    out.write(json.dumps(record) + "\\n")
+"""
+
+
+def test_a_delivery_never_confirmed_shows_as_secret_missing_and_is_replaced(
+    cli: Cli, dev_server: DevServer
+) -> None:
+    (cli.cwd / "store.py").write_text(STORE_OR_DIE)
+    cli.write_manifest(manifest([PYTHON, "store.py"], ["steady", "victim"]))
+
+    died = cli("apply", "--auto-approve")
+    assert died.code == -9, died  # keysync was killed mid-delivery
+    victim = live_keys(dev_server)["victim"]
+
+    plan = cli("plan", "--format", "json")
+    assert plan.code == 0, plan
+    actions = {a["name"]: a for a in json.loads(plan.stdout)["actions"]}
+    assert (actions["victim"]["action"], actions["victim"]["reason"]) == ("replace", "secret-missing")
+    assert actions["victim"]["id"] == victim["id"]
+    assert actions.get("steady", {}).get("reason", "secret-missing") == "secret-missing"
+
+    (cli.cwd / "accept").touch()
+    healed = cli("apply", "--auto-approve")
+    assert healed.code == 0, healed
+    assert cli("plan", "--detailed-exitcode").code == 0
+    live = live_keys(dev_server)
+    got = {item["name"]: item for item in received(cli.cwd / "got.jsonl")}
+    assert {name: got[name]["id"] for name in live} == {name: key["id"] for name, key in live.items()}
+    secrets = [item["key"] for item in got.values()] + [
+        json.loads((cli.cwd / "victim.json").read_text())["key"]
+    ]
+    journal = (cli.cwd / ".keysync-exec-journal.json").read_text()
+    assert not [secret for secret in secrets if secret in journal + healed.stdout + healed.stderr]
+
+
+def test_keys_handed_over_before_there_was_a_journal_are_still_assumed_held(
+    cli: Cli, dev_server: DevServer
+) -> None:
+    cli.write_manifest(manifest([PYTHON, "-c", APPEND, "got.jsonl"], ["alpha", "beta"]))
+    assert cli("apply", "--auto-approve").code == 0
+    (cli.cwd / ".keysync-exec-journal.json").unlink()  # as an older keysync left it: no journal
+
+    plan = cli("plan", "--detailed-exitcode")
+    assert plan.code == 0, plan
+    assert "No changes" in plan.stdout
+    status = cli("status", "--format", "json")
+    assert {row["sink"] for row in json.loads(status.stdout)["keys"]} == {"unknown"}
+
+
+def test_plan_status_and_the_preflight_never_run_the_manifests_commands(
+    cli: Cli, dev_server: DevServer
+) -> None:
+    ran = "import sys; open('ran-' + sys.argv[1], 'w').close()"
+    sink_settings = {
+        "type": "exec",
+        "command": [PYTHON, "-c", ran, "command"],
+        "remove_command": [PYTHON, "-c", ran, "remove"],
+    }
+    cli.write_manifest(json.dumps({"version": 1, "sink": sink_settings, "keys": ["alpha"]}))
+    create_out_of_band(dev_server, "unlisted")  # so that plan has a delete to show as well
+
+    runs = [
+        cli(*args) for args in (["plan", "--out", "saved.json"], ["plan", "--format", "json"], ["status"])
+    ]
+    assert [run.code for run in runs] == [0, 0, 0], runs
+    assert "+ create alpha" in runs[0].stdout and "- delete unlisted" in runs[0].stdout, runs[0]
+    assert not list(cli.cwd.glob("ran-*")), "a manifest's command ran outside apply"
+    assert not (cli.cwd / ".keysync-exec-journal.json").exists(), "plan wrote the journal"
