@@ -26,7 +26,7 @@ import trustme
 
 from keysync import errors as e
 from keysync.coder.client import ClientSettings, CoderClient, check_url
-from keysync.coder.retry import Backoff
+from keysync.coder.retry import Backoff, rate_limit_floor
 from keysync.devserver import DevServer, DevServerConfig
 from keysync.keys import LiveKey
 from keysync.secret import Secret
@@ -193,6 +193,7 @@ class Scripted:
 
     def __init__(self, tls: ssl.SSLContext | None = None) -> None:
         self.seen: list[Seen] = []
+        self.gate: threading.Barrier | None = None  # when set, every answer waits at it first
         self._replies: dict[str, list[Reply]] = {}
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _ScriptedHandler)
@@ -235,6 +236,8 @@ class _ScriptedHandler(BaseHTTPRequestHandler):
         headers = {name.lower(): value for name, value in self.headers.items()}
         script: Scripted = self.server.script  # type: ignore[attr-defined]
         reply = script.answer(Seen(self.command, self.path, headers, body))
+        if script.gate is not None:
+            script.gate.wait()
         self.close_connection = True
         if reply.raw is not None:
             self.wfile.write(reply.raw)
@@ -279,19 +282,29 @@ def created_body(name: str = "alpha", key: str = "A" * 43, **overrides: object) 
 
 # API generations and auto-detection
 
+# What each generation's server answers to the three probes (the dev server, like coderd, routes
+# the other generations' paths under /api/v2/aibridge/ and /api/v2/ai-gateway/ to a catch-all).
 PROBES = {
-    "ai-gateway-keys": ["GET /api/v2/ai-gateway/keys 200"],
-    "aibridge-keys": ["GET /api/v2/ai-gateway/keys 404", "GET /api/v2/aibridge/keys 200"],
-    "coderd-keys": [
+    "ai-gateway-keys": {
+        "GET /api/v2/ai-gateway/keys 200",
+        "GET /api/v2/aibridge/keys 400",
+        "GET /api/v2/aibridge/coderd-keys 400",
+    },
+    "aibridge-keys": {
         "GET /api/v2/ai-gateway/keys 404",
-        "GET /api/v2/aibridge/keys 404",
+        "GET /api/v2/aibridge/keys 200",
+        "GET /api/v2/aibridge/coderd-keys 400",
+    },
+    "coderd-keys": {
+        "GET /api/v2/ai-gateway/keys 404",
+        "GET /api/v2/aibridge/keys 400",
         "GET /api/v2/aibridge/coderd-keys 200",
-    ],
+    },
 }
 
 
 @pytest.mark.parametrize("generation", list(COLLECTIONS))
-def test_auto_detects_each_generation_newest_first_and_remembers_it(
+def test_auto_detects_each_generation_and_remembers_it(
     serve: Callable[..., Served], connect: Callable[..., CoderClient], generation: str
 ) -> None:
     served = serve(api=generation)
@@ -303,9 +316,10 @@ def test_auto_detects_each_generation_newest_first_and_remembers_it(
     assert client.delete_key(created.live.id) is True
     assert client.delete_key(created.live.id) is False
     path = COLLECTIONS[generation]
-    # Probes once; the probe's answer serves as the first list; no probe ever again.
-    assert served.requests() == [
-        *PROBES[generation],
+    # Probes once, all three at once; the probe's answer serves as the first list.
+    requests = served.requests()
+    assert set(requests[:3]) == PROBES[generation]
+    assert requests[3:] == [
         f"POST {path} 201",
         f"GET {path} 200",
         f"DELETE {path}/{created.live.id} 204",
@@ -346,18 +360,14 @@ def test_list_after_a_write_that_triggered_detection_is_fresh(
     assert [key.name for key in client.list_keys()] == expected
 
 
-def test_auto_on_the_newest_server_never_touches_the_legacy_paths(
+def test_an_explicit_api_that_falls_into_a_catch_all_says_what_it_got(
     serve: Callable[..., Served], connect: Callable[..., CoderClient]
 ) -> None:
-    # There, /api/v2/aibridge/... is a proxy (502), not a 404: probing oldest first would fail.
     served = serve(api="ai-gateway-keys")
-    assert connect(served.url).api == "ai-gateway-keys"
-    with pytest.raises(e.ServerError) as caught:
+    with pytest.raises(e.ApiValidationError) as caught:
         connect(served.url, api="coderd-keys").list_keys()
-    assert caught.value.status == 502
-    requests = served.requests()
-    assert requests[0] == "GET /api/v2/ai-gateway/keys 200"
-    assert set(requests[1:]) == {"GET /api/v2/aibridge/coderd-keys 502"}
+    assert caught.value.status == 400
+    assert "text/plain" in str(caught.value)
 
 
 def test_explicit_api_the_server_lacks_is_not_found(
@@ -369,26 +379,101 @@ def test_explicit_api_the_server_lacks_is_not_found(
     assert caught.value.message == "Route not found."
 
 
-def test_auto_on_a_server_without_keys_api(
+# A front that answers as coderd does, written from coderd-api.md rather than with the dev
+# server's code, so that detection's correctness does not rest on our own emulator alone.
+
+CATCH_ALL = Reply(400, b"no authentication key provided\n", {"Content-Type": "text/plain; charset=utf-8"})
+LISTED = {
+    "id": UNKNOWN_ID,
+    "name": "alpha",
+    "key_prefix": "abcdefghijk",
+    "created_at": "2024-01-01T00:00:00Z",
+    "last_heartbeat_at": "2024-01-02T00:00:00Z",
+}
+
+
+def coderd_front(scripted: Callable[..., Scripted], generation: str, *answer: Reply) -> Scripted:
+    """`generation`'s collection answers `answer` (a list by default); the paths of the others
+    fall into a catch-all (text/plain 400) where coderd mounts one, else into 404."""
+    server = scripted()
+    catch_alls = ("/api/v2/aibridge/", "/api/v2/ai-gateway/" if generation == "ai-gateway-keys" else "none")
+    for api, path in COLLECTIONS.items():
+        if api == generation:
+            server.on("GET", path, *(answer or (json_reply(200, [LISTED]),)))
+        elif path.startswith(catch_alls):
+            server.on("GET", path, CATCH_ALL)
+    return server
+
+
+@pytest.mark.parametrize("generation", list(COLLECTIONS))
+def test_auto_finds_each_generation_behind_coderd_catch_alls(
+    scripted: Callable[..., Scripted], connect: Callable[..., CoderClient], generation: str
+) -> None:
+    server = coderd_front(scripted, generation)
+    client = connect(server.url)
+    [key] = client.list_keys()
+    assert client.api == generation
+    assert key.last_seen == datetime(2024, 1, 2, tzinfo=UTC)
+    assert sorted(seen.path for seen in server.seen) == sorted(COLLECTIONS.values())  # once each
+
+
+def test_the_probes_go_out_together(
     scripted: Callable[..., Scripted], connect: Callable[..., CoderClient]
 ) -> None:
-    server = scripted()  # answers 404 Route not found. to everything
-    with pytest.raises(e.NotFoundError) as caught:
-        connect(server.url).list_keys()
-    assert "none of the AI Gateway keys APIs" in str(caught.value)
-    assert [seen.path for seen in server.seen] == list(COLLECTIONS.values())
+    # Each answer waits until all three requests have arrived: probes sent one after the
+    # other would never get past the first.
+    together = threading.Barrier(3, timeout=10)
+    server = coderd_front(scripted, "coderd-keys")
+    server.gate = together
+    assert connect(server.url).api == "coderd-keys"
+    assert not together.broken
 
 
-@pytest.mark.parametrize("status", [401, 403, 500])
-def test_auto_stops_at_the_first_answer_that_is_not_404(
-    scripted: Callable[..., Scripted], connect: Callable[..., CoderClient], status: int
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (401, {"message": SIGNED_OUT, "detail": "API key is invalid."}, e.AuthError),
+        (403, {"message": "Forbidden.", "detail": FORBIDDEN_DETAIL}, e.ForbiddenError),
+        (403, {"message": "AI Gateway is a Premium feature. Contact sales!"}, e.FeatureDisabledError),
+        (500, {"message": "Failed to list keys."}, e.ServerError),
+    ],
+    ids=["401", "403-member", "403-unlicensed", "500"],
+)
+def test_a_json_error_from_a_keys_route_is_that_error(
+    scripted: Callable[..., Scripted],
+    connect: Callable[..., CoderClient],
+    status: int,
+    body: dict[str, str],
+    error: type[e.ApiError],
 ) -> None:
-    server = scripted()
-    server.on("GET", COLLECTIONS["aibridge-keys"], json_reply(status, {"message": "No."}))
-    with pytest.raises(e.ApiError) as caught:
+    server = coderd_front(scripted, "ai-gateway-keys", json_reply(status, body))
+    with pytest.raises(error) as caught:
         connect(server.url).list_keys()
-    assert caught.value.status == status
-    assert COLLECTIONS["coderd-keys"] not in {seen.path for seen in server.seen}
+    assert (caught.value.status, caught.value.message) == (status, body["message"])
+
+
+def test_auto_on_a_server_without_keys_api_names_what_each_path_said(
+    scripted: Callable[..., Scripted], connect: Callable[..., CoderClient]
+) -> None:
+    server = scripted()  # 404 Route not found. everywhere, but the catch-all under /aibridge/
+    server.on("GET", COLLECTIONS["aibridge-keys"], CATCH_ALL)
+    server.on("GET", COLLECTIONS["coderd-keys"], CATCH_ALL)
+    with pytest.raises(e.MalformedResponseError) as caught:
+        connect(server.url).list_keys()
+    line = str(caught.value)
+    assert "\n" not in line
+    assert "serves none of the AI Gateway keys APIs" in line
+    assert "/api/v2/ai-gateway/keys answered 404" in line
+    assert "/api/v2/aibridge/keys answered 400 text/plain ('no authentication key provided')" in line
+    assert "coderd.api" in line and "--api" in line
+    assert sorted(seen.path for seen in server.seen) == sorted(COLLECTIONS.values())
+
+
+def test_auto_on_a_server_answering_404_everywhere_is_not_found(
+    scripted: Callable[..., Scripted], connect: Callable[..., CoderClient]
+) -> None:
+    with pytest.raises(e.NotFoundError, match=r"answered 404, .* answered 404, .* answered 404"):
+        connect(scripted().url).list_keys()
 
 
 # Typed results
@@ -517,17 +602,22 @@ def test_a_wrong_token_is_an_auth_error(
     assert (error.status, error.message) == (401, SIGNED_OUT)
     assert error.detail.startswith("API key is invalid.")
     assert SIGNED_OUT in str(error) and "API key is invalid." in str(error)
-    assert served.requests() == ["GET /api/v2/ai-gateway/keys 401"]  # not retried
+    # Not retried; the catch-alls never ask for a session token.
+    assert set(served.requests()) == {
+        "GET /api/v2/ai-gateway/keys 401",
+        "GET /api/v2/aibridge/keys 400",
+        "GET /api/v2/aibridge/coderd-keys 400",
+    }
 
 
-def test_a_wrong_token_is_found_out_after_the_404_probes(
+def test_a_wrong_token_on_an_older_server_is_an_auth_error_too(
     serve: Callable[..., Served], connect: Callable[..., CoderClient]
 ) -> None:
-    # Routes are checked before tokens: the missing generations still answer 404.
+    # Routes are checked before tokens: the missing generation still answers 404.
     served = serve(api="coderd-keys")
     with pytest.raises(e.AuthError):
         connect(served.url, WRONG).list_keys()
-    assert [line.rsplit(" ", 1)[1] for line in served.requests()] == ["404", "404", "401"]
+    assert sorted(line.rsplit(" ", 1)[1] for line in served.requests()) == ["400", "401", "404"]
 
 
 def test_a_member_token_is_forbidden(
@@ -575,7 +665,7 @@ def test_a_duplicate_name_is_a_validation_error(
     assert "name: A key with this name already exists." in str(error)
 
 
-def test_an_invalid_name_and_an_invalid_id_are_validation_errors(
+def test_an_invalid_name_is_a_validation_error(
     serve: Callable[..., Served], connect: Callable[..., CoderClient]
 ) -> None:
     client = connect(serve(api="coderd-keys").url)
@@ -583,9 +673,16 @@ def test_an_invalid_name_and_an_invalid_id_are_validation_errors(
         client.create_key("Not_Valid")
     assert caught.value.message == "Invalid key name."
     assert [field for field, _ in caught.value.validations] == ["name"]
-    with pytest.raises(e.ApiValidationError) as caught:
-        client.delete_key("not-a-uuid")
-    assert caught.value.message.startswith("Invalid key ID")
+
+
+@pytest.mark.parametrize("key_id", ["../../../users/me", "not-a-uuid", UNKNOWN_ID + "/..", UNKNOWN_ID + "\n"])
+def test_an_id_that_is_not_a_uuid_never_reaches_a_path(
+    scripted: Callable[..., Scripted], connect: Callable[..., CoderClient], key_id: str
+) -> None:
+    server = scripted()
+    with pytest.raises(e.MalformedResponseError, match="not a UUID"):
+        connect(server.url, api="ai-gateway-keys").delete_key(key_id)
+    assert server.seen == []
 
 
 def test_deleting_an_unknown_key_is_already_gone(
@@ -659,8 +756,7 @@ def test_a_create_whose_answer_is_lost_is_unknown_and_committed(
     with pytest.raises(e.OutcomeUnknownError):
         client.create_key("alpha")
     assert [key.name for key in client.list_keys()] == ["alpha"]
-    assert served.requests() == [
-        "GET /api/v2/ai-gateway/keys 200",
+    assert served.requests()[3:] == [
         "POST /api/v2/ai-gateway/keys dropped",
         "GET /api/v2/ai-gateway/keys 200",
     ]
@@ -694,8 +790,9 @@ def test_connection_refused_is_retried_a_bounded_number_of_times(
     with pytest.raises(e.TransportError) as caught:
         actions[call]()
     assert f"cannot reach {url}" in str(caught.value)
-    assert len(sleeps) == FAST.attempts - 1
-    assert_backoff_delays(sleeps, FAST)
+    probes = len(COLLECTIONS) if call == "detect" else 1  # each probe retries on its own
+    assert len(sleeps) == probes * (FAST.attempts - 1)
+    assert_backoff_delays(sleeps if probes == 1 else [], FAST)
 
 
 @pytest.mark.parametrize("status", [502, 503, 504])
@@ -741,12 +838,12 @@ def stay_inside_one_window() -> None:
         time.sleep(left + 0.05)
 
 
-def test_a_rate_limited_read_waits_as_told_then_gives_up_at_the_budget(
+def test_a_rate_limited_read_never_waits_longer_than_the_window_then_gives_up(
     serve: Callable[..., Served], connect: Callable[..., CoderClient]
 ) -> None:
     served = serve(api="ai-gateway-keys", rate_limit=1)
     stay_inside_one_window()
-    sleeps = Sleeps()
+    sleeps = Sleeps()  # never sleeps for real: the window stays spent, and the budget runs out
     budget = 100.0
     client = connect(served.url, backoff=Backoff(base=0.01, rate_limit_budget=budget), sleep=sleeps)
     assert client.list_keys() == []  # the one request this window allows
@@ -754,16 +851,65 @@ def test_a_rate_limited_read_waits_as_told_then_gives_up_at_the_budget(
     reset = (before // 60 + 1) * 60  # X-RateLimit-Reset: the end of this window
     with pytest.raises(e.RateLimitedError) as caught:
         client.list_keys()
-    after = time.time()
     assert caught.value.status == 429
     assert caught.value.message == "You've been rate limited for sending more than 1 requests in 1m0s."
-    # Every wait is until the window resets: X-RateLimit-Reset, or Retry-After (whole seconds)
-    # plus at most a quarter second of jitter.
-    assert sleeps
-    for delay in sleeps:
-        assert reset - after <= delay <= reset - before + 1.25
-    limited = served.requests().count("GET /api/v2/ai-gateway/keys 429")
-    assert 2 <= limited <= budget / (reset - after) + 1
+    # The first wait is for the window's end (not Retry-After's blind minute); none is longer
+    # than a window; the waits stop before they pass the budget.
+    assert reset - time.time() <= sleeps[0] <= reset - before + 1
+    assert all(delay <= 61 for delay in sleeps)
+    assert sum(sleeps) <= budget
+    assert 1 <= served.requests().count("GET /api/v2/ai-gateway/keys 429") <= 3
+
+
+@pytest.mark.parametrize("workers", [1, 4])
+def test_pacing_meets_a_sliding_window_limit_at_most_once(
+    serve: Callable[..., Served], connect: Callable[..., CoderClient], workers: int
+) -> None:
+    # 12 creates against 4 requests a second: three windows' worth. Only the first request
+    # after the first window's end may meet a 429 (it shows the window's length); after that
+    # the pacer knows the limiter and sends each request when it will be admitted.
+    served = serve(api="ai-gateway-keys", rate_limit=4, rate_window=1.0)
+    client = connect(served.url, api="ai-gateway-keys", sleep=time.sleep)
+    names = iter(f"key-{n}" for n in range(12))
+    lock = threading.Lock()
+
+    def work() -> None:
+        while True:
+            with lock:
+                name = next(names, None)
+            if name is None:
+                return
+            client.create_key(name)
+
+    threads = [threading.Thread(target=work) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    requests = served.requests()
+    assert requests.count("POST /api/v2/ai-gateway/keys 201") == 12
+    assert requests.count("POST /api/v2/ai-gateway/keys 429") <= 1, requests
+
+
+@pytest.mark.parametrize("retry_after", ["-5", "0", "1e12", "soon"])
+def test_a_retry_after_that_makes_no_sense_causes_no_storm(
+    scripted: Callable[..., Scripted],
+    connect: Callable[..., CoderClient],
+    caplog: pytest.LogCaptureFixture,
+    retry_after: str,
+) -> None:
+    server = scripted()
+    server.on("GET", NEWEST, json_reply(429, {"message": "Slow down."}, **{"Retry-After": retry_after}))
+    sleeps = Sleeps()
+    backoff = Backoff(base=0.01, cap=0.05, rate_limit_attempts=5)
+    with pytest.raises(e.RateLimitedError):
+        connect(server.url, api="ai-gateway-keys", backoff=backoff, sleep=sleeps).list_keys()
+    assert server.count("GET", NEWEST) == backoff.rate_limit_attempts
+    assert all(delay >= rate_limit_floor(1) - 0.01 for delay in sleeps)  # never an immediate retry
+    assert all(delay <= 1.5 for delay in sleeps)  # and never the absurd wait
+    if retry_after != "soon":
+        warnings = [r for r in caplog.records if "unusable Retry-After" in r.getMessage()]
+        assert len(warnings) == 1  # said once, not once per retry
 
 
 def test_a_rate_limit_longer_than_the_budget_fails_at_once(
@@ -830,7 +976,7 @@ def test_a_429_without_hints_backs_off_briefly(
     sleeps = Sleeps()
     assert connect(server.url, api="ai-gateway-keys", sleep=sleeps).list_keys() == []
     [delay] = sleeps
-    assert 0 <= delay <= FAST.cap
+    assert rate_limit_floor(1) - 0.01 <= delay <= max(FAST.cap, rate_limit_floor(1))
 
 
 def test_no_requests_left_paces_the_next_one_until_the_reset(
@@ -848,7 +994,7 @@ def test_no_requests_left_paces_the_next_one_until_the_reset(
     after = time.time()
     [(delay, sent_before)] = waits
     assert sent_before == 1  # the wait came before the second request went out
-    assert reset - after <= delay <= reset - before
+    assert reset - after <= delay <= reset - before + 0.5  # and a little margin for clocks
 
 
 # Answers Coder should never give
@@ -875,7 +1021,9 @@ def test_a_list_that_is_not_a_list_of_keys_is_malformed(
     server.on("GET", NEWEST, reply)
     with pytest.raises(e.MalformedResponseError) as caught:
         connect(server.url, api=api).list_keys()
-    assert "not a list of keys" in str(caught.value) or "not JSON" in str(caught.value)
+    # Under api: auto, an answer that is not JSON is no generation's list at all.
+    said = ("not a list of keys", "not JSON", "serves none of the AI Gateway keys APIs")
+    assert any(words in str(caught.value) for words in said)
     assert server.count("GET", NEWEST) == 1
 
 

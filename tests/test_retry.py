@@ -11,7 +11,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from keysync.coder.retry import RETRYABLE_STATUS, UNKNOWN_OUTCOME_STATUS, Backoff, rate_limit_wait
+from keysync.coder.retry import (
+    RETRYABLE_STATUS,
+    UNKNOWN_OUTCOME_STATUS,
+    Backoff,
+    rate_limit_floor,
+    rate_limit_wait,
+)
 
 NOW = 1_700_000_000.0  # a whole second, so HTTP-dates (whole seconds) give exact waits
 
@@ -83,7 +89,7 @@ def test_retryable_statuses() -> None:
 # rate_limit_wait
 
 
-@pytest.mark.parametrize(("value", "wait"), [("7", 7.0), ("0", 0.0), ("120", 120.0), ("1.5", 1.5)])
+@pytest.mark.parametrize(("value", "wait"), [("7", 7.0), ("120", 120.0), ("1.5", 1.5), ("3600", 3600.0)])
 def test_retry_after_in_seconds(value: str, wait: float) -> None:
     assert rate_limit_wait({"retry-after": value}, NOW) == wait
 
@@ -92,16 +98,33 @@ def test_retry_after_as_an_http_date() -> None:
     assert rate_limit_wait({"retry-after": formatdate(NOW + 30, usegmt=True)}, NOW) == 30.0
 
 
-def test_retry_after_date_in_the_past_means_now() -> None:
-    assert rate_limit_wait({"retry-after": formatdate(NOW - 30, usegmt=True)}, NOW) == 0.0
+@pytest.mark.parametrize("value", ["0", "-5", "-0.5", "3601", "1e12", "nan", "inf", "-inf"])
+def test_a_retry_after_that_makes_no_sense_is_no_hint(value: str) -> None:
+    # Taken at its word, a negative or zero wait is a storm of immediate retries, and a
+    # huge one a hang: the client backs off (with a floor) instead.
+    assert rate_limit_wait({"retry-after": value}, NOW) is None
+
+
+def test_a_senseless_retry_after_falls_back_to_ratelimit_reset() -> None:
+    assert rate_limit_wait({"retry-after": "-5", "x-ratelimit-reset": str(int(NOW) + 9)}, NOW) == 9.0
+
+
+def test_retry_after_date_in_the_past_is_no_hint() -> None:
+    assert rate_limit_wait({"retry-after": formatdate(NOW - 30, usegmt=True)}, NOW) is None
 
 
 def test_ratelimit_reset_is_an_epoch_time() -> None:
     assert rate_limit_wait({"x-ratelimit-reset": str(int(NOW) + 42)}, NOW) == 42.0
 
 
-def test_ratelimit_reset_in_the_past_means_now() -> None:
-    assert rate_limit_wait({"x-ratelimit-reset": str(int(NOW) - 5)}, NOW) == 0.0
+@pytest.mark.parametrize("offset", [-5, 0, 10_000])
+def test_ratelimit_reset_in_the_past_or_far_away_is_no_hint(offset: int) -> None:
+    assert rate_limit_wait({"x-ratelimit-reset": str(int(NOW) + offset)}, NOW) is None
+
+
+@pytest.mark.parametrize("limited", range(1, 30))
+def test_the_floor_after_a_429_grows_and_stays_short(limited: int) -> None:
+    assert 0 < rate_limit_floor(limited) <= rate_limit_floor(limited + 1) <= 1.0
 
 
 def test_retry_after_beats_ratelimit_reset() -> None:

@@ -13,7 +13,7 @@ def name_problem(name: str) -> str | None:
     """Why Coder would refuse this key name, or None when it is valid."""
     if len(name) > MAX_NAME_LENGTH:
         return f"{name[:20]!r}... is longer than {MAX_NAME_LENGTH} characters"
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):  # fullmatch: `$` alone would let a trailing newline through
         return (
             f"{name!r} is not a valid key name: lowercase letters, digits and single hyphens, "
             "not at either end"

@@ -5,30 +5,34 @@ Every lower-level failure is translated into `keysync.errors.ApiError` here and 
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 import re
 import ssl
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 import httpx
-from pydantic import BaseModel, ConfigDict, TypeAdapter, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from keysync import __version__
 from keysync import errors as e
-from keysync.coder.retry import UNKNOWN_OUTCOME_STATUS, Backoff, rate_limit_wait
+from keysync.coder import detection
+from keysync.coder.detection import content_type
+from keysync.coder.fields import check_key_id, check_listed, created_key_problem, shown
+from keysync.coder.pacing import Pacer, Quota
+from keysync.coder.retry import UNKNOWN_OUTCOME_STATUS, Backoff, rate_limit_floor, rate_limit_wait
 from keysync.coder.wire import Wire
 from keysync.keys import CreatedKey, LiveKey
 from keysync.loopback import is_loopback
-from keysync.names import name_problem
-from keysync.secret import Secret, mask, redact_secret_like
+from keysync.secret import Secret, mask
+from keysync.transport.answers import AnswerError, nesting_problem, parse_json
+from keysync.transport.deadline import pause, requests_interrupted
+from keysync.transport.tls import certificate_problem
 
 COLLECTIONS = {
     "ai-gateway-keys": "/api/v2/ai-gateway/keys",
@@ -36,7 +40,8 @@ COLLECTIONS = {
     "coderd-keys": "/api/v2/aibridge/coderd-keys",
 }
 log = logging.getLogger("keysync")
-_LIVE_LIST = TypeAdapter(list[LiveKey])
+# fail_fast: a list of a million wrong items is refused at the first, not with a million errors
+_LIVE_LIST = TypeAdapter(Annotated[list[LiveKey], Field(fail_fast=True)])
 _DEFAULT_BACKOFF = Backoff()
 
 
@@ -84,15 +89,13 @@ def check_url(url: str) -> str:
     return url.rstrip("/")
 
 
-
-
 class CoderClient:
     def __init__(
         self,
         settings: ClientSettings,
         transport: httpx.BaseTransport | None = None,
         backoff: Backoff = _DEFAULT_BACKOFF,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] = pause,
     ) -> None:
         self.url = check_url(settings.url)
         self._settings = settings
@@ -101,7 +104,8 @@ class CoderClient:
         self._rng = random.Random()
         self._api = None if settings.api == "auto" else settings.api
         self._first_list: list[LiveKey] | None = None
-        self._pace = _Pacer(sleep, enabled=not settings.bypass_rate_limit)
+        self._pace = Pacer(time.time, enabled=not settings.bypass_rate_limit)
+        self._odd_hints: set[str] = set()
         verify = _tls_context(settings.ca_cert) if self.url.startswith("https:") else False
         self._wire = Wire(self.url, self._headers(), settings.timeout, verify, transport)
 
@@ -131,19 +135,15 @@ class CoderClient:
         return COLLECTIONS[self.api]
 
     def _detect(self) -> str:
-        for api, path in COLLECTIONS.items():
-            response, body = self._send("GET", path, idempotent=True)
-            if response.status_code == 404:
-                continue
-            if response.status_code != 200:
-                raise _error(response, body, "GET", path, self._settings.token)
-            self._first_list = _parse_list(response, body, path)
-            return api
-        raise e.NotFoundError(
-            f"{self.url} serves none of the AI Gateway keys APIs "
-            f"({', '.join(COLLECTIONS.values())} all answered 404)",
-            status=404,
-        )
+        probes = detection.probe_all(COLLECTIONS, lambda path: self._send("GET", path, idempotent=True))
+        found = detection.choose(probes, self.url, self._probe_error)
+        assert found.answer is not None
+        self._first_list = _parse_list(*found.answer, found.path)
+        return found.api
+
+    def _probe_error(self, probe: detection.Probe) -> e.ApiError:
+        assert probe.answer is not None
+        return _error(*probe.answer, "GET", probe.path, self._settings.token)
 
     def list_keys(self) -> list[LiveKey]:
         path = self._collection()
@@ -163,18 +163,24 @@ class CoderClient:
             raise _error(response, body, "POST", path, self._settings.token)
         try:
             created = _CreatedBody.model_validate_json(body)
-            _check_key_shape(created)
             live = LiveKey.model_validate(created.model_dump(exclude={"key"}))
         except (ValidationError, ValueError):
-            # The key exists, but its secret is unusable: resolve as an unknown outcome.
+            # The key may exist, but its secret is unusable: resolve as an unknown outcome.
             raise e.OutcomeUnknownError(
                 f"create {name!r}: coderd answered 201 with a body keysync cannot read"
             ) from None
+        problem = created_key_problem(created.key, created.key_prefix)
+        if problem is None and live.name != name:
+            problem = f"another key's name ({shown(live.name)})"
+        if problem is None:
+            check_listed([live], path)
+        else:
+            raise e.OutcomeUnknownError(f"create {name!r}: coderd answered 201 with {problem}")
         return CreatedKey(live=live, secret=Secret(created.key))
 
     def delete_key(self, key_id: str) -> bool:
         """Deletes a key; False when it was already gone (404)."""
-        path = f"{self._collection()}/{key_id}"
+        path = f"{self._collection()}/{check_key_id(key_id, 'DELETE')}"
         self._first_list = None
         response, body = self._send("DELETE", path, idempotent=True)
         if response.status_code == 404 and b"Route not found." not in body:
@@ -186,35 +192,40 @@ class CoderClient:
     def _send(
         self, method: str, path: str, *, idempotent: bool, payload: Any = None
     ) -> tuple[httpx.Response, bytes]:
-        attempt = 0
+        attempt = limited = 0
         waited = 0.0
+        refused: e.ApiError | None = None  # the last 429, raised if the limit outlasts the budget
         while True:
-            self._pace.before_request()
+            wait = self._pace.reserve(path)
+            if wait > 0:
+                if waited + wait > self._backoff.rate_limit_budget:
+                    raise refused or e.RateLimitedError(
+                        f"{method} {path}: coderd's rate limit leaves no room for {wait:.0f}s", status=429
+                    )
+                waited += wait
+                _wait_log(wait, "coderd's rate limit: waiting %.1fs before %s %s", wait, method, path)
+                self._pause(wait, method, path)
             try:
                 response, body = self._wire.exchange(method, path, payload)
             except (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout) as exc:
+                self._raise_if_hopeless(exc, method, path)
                 failure: Exception = e.TransportError(
                     f"cannot reach {self.url}{self._wire.route}: {self._reason(exc)}"
                 )
-                if "CERTIFICATE_VERIFY_FAILED" in str(exc):  # retrying cannot fix a certificate
-                    raise e.TransportError(
-                        f"{self.url}: TLS certificate not trusted ({self._reason(exc)}); pass --ca-cert"
-                    ) from None
             except httpx.RequestError as exc:
                 if not idempotent:
                     raise e.OutcomeUnknownError(f"{method} {path}: no answer ({self._reason(exc)})") from None
+                self._raise_if_hopeless(exc, method, path)
                 failure = e.TransportError(f"{method} {path}: {self._reason(exc)}")
             else:
-                self._pace.after_response(response)
                 status = response.status_code
+                self._pace.observe(path, response.headers, limited=status == 429)
                 if status == 429:
-                    delay = self._rate_limit_delay(response, attempt)
-                    if waited + delay > self._backoff.rate_limit_budget:
-                        raise _error(response, body, method, path, self._settings.token)
-                    waited += delay
-                    _wait_log(delay, "coderd's rate limit: waiting %.1fs before %s %s", delay, method, path)
-                    self._sleep(delay)
-                    attempt += 1
+                    limited += 1
+                    refused = _error(response, body, method, path, self._settings.token)
+                    if limited >= self._backoff.rate_limit_attempts:
+                        raise refused
+                    self._hold_off(path, response, limited)
                     continue
                 if status in UNKNOWN_OUTCOME_STATUS and not idempotent:
                     raise e.OutcomeUnknownError(f"{method} {path}: coderd answered {status}", status=status)
@@ -225,55 +236,44 @@ class CoderClient:
             if attempt >= self._backoff.attempts:
                 raise failure
             log.info("retrying %s %s (attempt %d): %s", method, path, attempt + 1, failure)
-            self._sleep(self._backoff.delay(attempt, self._rng))
+            self._pause(self._backoff.delay(attempt, self._rng), method, path)
+
+    def _pause(self, seconds: float, method: str, path: str) -> None:
+        self._sleep(seconds)
+        if requests_interrupted():  # the wait was cut short: the request is not sent
+            raise e.TransportError(f"{method} {path}: not sent, keysync was interrupted")
+
+    def _raise_if_hopeless(self, exc: Exception, method: str, path: str) -> None:
+        """Failures that no retry can mend: a certificate, an interrupt."""
+        problem = certificate_problem(exc)
+        if problem is not None:
+            hint = "; pass --ca-cert with the CA that signed it" if problem.untrusted else ""
+            raise e.TransportError(f"{self.url}: {problem.reason}{hint}") from None
+        if requests_interrupted():
+            raise e.TransportError(f"{method} {path}: ended, keysync was interrupted") from None
+
+    def _hold_off(self, path: str, response: httpx.Response, limited: int) -> None:
+        """After a 429: the pacer's model says when budget is back; without quota headers,
+        Retry-After or X-RateLimit-Reset do; a hint that makes no sense is a short backoff. Never
+        less than a growing floor, so a broken server cannot cause a storm of retries."""
+        floor = rate_limit_floor(limited)
+        if Quota.of(response.headers) is not None:
+            self._pace.hold_off(path, floor)
+            return
+        hint = rate_limit_wait(response.headers, time.time())
+        said = response.headers.get("retry-after", "")
+        if hint is None and said and said not in self._odd_hints:
+            self._odd_hints.add(said)
+            log.warning("coderd sent an unusable Retry-After (%s): backing off instead", shown(said))
+        wait = (
+            hint + self._rng.uniform(0, 0.25)
+            if hint is not None
+            else self._backoff.delay(limited + 1, self._rng)
+        )
+        self._pace.hold_off(path, max(floor, wait))
 
     def _reason(self, exc: Exception) -> str:
         return _clean(_reason(exc), self._settings.token)
-
-    def _rate_limit_delay(self, response: httpx.Response, attempt: int) -> float:
-        wait = rate_limit_wait(response.headers, time.time())
-        return (
-            wait + self._rng.uniform(0, 0.25)
-            if wait is not None
-            else self._backoff.delay(attempt + 2, self._rng)
-        )
-
-
-class _Pacer:
-    """Waits for the rate-limit window to reset once coderd says none are left."""
-
-    def __init__(self, sleep: Callable[[float], None], enabled: bool = True) -> None:
-        self._sleep = sleep
-        self._enabled = enabled
-        self._lock = threading.Lock()
-        self._remaining: int | None = None
-        self._reset = 0.0
-
-    def before_request(self) -> None:
-        if not self._enabled:
-            return
-        with self._lock:
-            wait = 0.0
-            if self._remaining is not None and self._remaining <= 0:
-                wait = self._reset - time.time()
-                if wait <= 0 or wait > 180:
-                    self._remaining, wait = None, 0.0
-            elif self._remaining is not None:
-                self._remaining -= 1
-        if wait > 0:
-            _wait_log(wait, "coderd's rate limit is spent: waiting %.1fs for it to reset", wait)
-            self._sleep(wait)
-
-    def after_response(self, response: httpx.Response) -> None:
-        remaining = response.headers.get("x-ratelimit-remaining")
-        reset = response.headers.get("x-ratelimit-reset")
-        if remaining is None or reset is None:
-            return
-        try:
-            with self._lock:
-                self._remaining, self._reset = int(remaining), float(reset)
-        except ValueError:
-            pass
 
 
 def _wait_log(seconds: float, message: str, *args: object) -> None:
@@ -294,7 +294,7 @@ def _reason(exc: Exception) -> str:
 
 
 def _parse_list(response: httpx.Response, body: bytes, path: str) -> list[LiveKey]:
-    kind = response.headers.get("content-type", "").split(";")[0].strip().lower()
+    kind = content_type(response)
     if kind != "application/json":
         raise e.MalformedResponseError(
             f"GET {path}: coderd answered {kind or 'no content type'!r}, not JSON; is --url Coder's address?"
@@ -304,26 +304,12 @@ def _parse_list(response: httpx.Response, body: bytes, path: str) -> list[LiveKe
     except ValidationError as exc:
         first = exc.errors(include_input=False)[0]
         where = ".".join(str(p) for p in first["loc"]) or "body"
+        said = "JSON nested too deeply" if nesting_problem(first["msg"]) else first["msg"]
         raise e.MalformedResponseError(
-            f"GET {path}: coderd's answer is not a list of keys ({where}: {first['msg']})"
+            f"GET {path}: coderd's answer is not a list of keys ({where}: {said})"
         ) from None
-    strange = next((key.name for key in keys if name_problem(key.name)), None)
-    if strange is not None:
-        raise e.MalformedResponseError(
-            f"GET {path}: coderd listed a key named {redact_secret_like(strange)[:80]!r}, "
-            "which is no valid key name"
-        )
+    check_listed(keys, path)
     return keys
-
-
-def _check_key_shape(created: _CreatedBody) -> None:
-    key = created.key
-    if not (key.isascii() and key.isalnum() and len(key) == 43) and not (
-        key.startswith("cgw_") and len(key) == 43 and key[4:].isalnum()
-    ):
-        raise ValueError("key shape")
-    if created.key_prefix != key[:11]:
-        raise ValueError("key prefix")
 
 
 _STATUS_ERRORS: dict[int, type[e.ApiError]] = {
@@ -371,10 +357,10 @@ def _clean(text: str, token: Secret) -> str:
 
 def _error_fields(response: httpx.Response, body: bytes) -> tuple[str, str, list[tuple[str, str]]]:
     try:
-        data = json.loads(body) if body else {}
+        data = parse_json(body) if body else {}
         message = str(data["message"])
-        validations = [(str(v["field"]), str(v["detail"])) for v in data.get("validations") or []]
+        validations = [(str(v["field"]), str(v["detail"])) for v in (data.get("validations") or [])[:20]]
         return message, str(data.get("detail") or ""), validations
-    except (ValueError, KeyError, TypeError, AttributeError):
+    except (AnswerError, KeyError, TypeError, AttributeError):
         kind = response.headers.get("content-type", "no content type").split(";")[0]
-        return f"unexpected {kind} answer ({len(body)} bytes)", "", []
+        return f"unexpected {_clean(kind, Secret(''))[:60]} answer ({len(body)} bytes)", "", []

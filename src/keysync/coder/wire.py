@@ -16,6 +16,8 @@ from typing import Any
 import httpx
 
 from keysync import errors as e
+from keysync.transport.answers import AnswerError, read_body
+from keysync.transport.deadline import bounded_transport, deadline
 
 MAX_BODY = 64 << 20
 
@@ -42,6 +44,7 @@ class Wire:
         self._base = base_url
         self._headers = {**headers, "Accept-Encoding": "gzip, deflate"}
         self._json_headers = {**self._headers, "Content-Type": "application/json"}
+        self._seconds = timeout
         self._timeout = httpx.Timeout(timeout).as_dict()
         # One TLS context for every thread's pool (plain-http pools never use theirs): httpx would
         # otherwise make one per pool, which costs more than the pool.
@@ -63,12 +66,13 @@ class Wire:
         request = httpx.Request(
             method, self._base + path, headers=headers, content=content, extensions={"timeout": self._timeout}
         )
-        response = self._transport().handle_request(request)
-        response.request = request
-        try:
-            return response, _read_bounded(response, method, path)
-        finally:
-            response.close()
+        with deadline(self._seconds):  # the whole exchange, however slowly its bytes arrive
+            response = self._transport().handle_request(request)
+            response.request = request
+            try:
+                return response, _read_bounded(response, method, path)
+            finally:
+                response.close()
 
     @property
     def route(self) -> str:
@@ -84,7 +88,7 @@ class Wire:
     def _transport(self) -> httpx.BaseTransport:
         transport: httpx.BaseTransport | None = getattr(self._local, "transport", None)
         if transport is None:
-            transport = self._shared or self._open()
+            transport = bounded_transport(self._shared or self._open())
             self._local.transport = transport
             with self._lock:
                 if transport not in self._opened:
@@ -121,9 +125,7 @@ def _without_credentials(url: str | None) -> str:
 
 
 def _read_bounded(response: httpx.Response, method: str, path: str) -> bytes:
-    body = bytearray()
-    for chunk in response.iter_bytes():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise e.MalformedResponseError(f"{method} {path}: coderd sent more than {MAX_BODY >> 20} MiB")
-    return bytes(body)
+    try:
+        return read_body(response, MAX_BODY)
+    except AnswerError as exc:
+        raise e.MalformedResponseError(f"{method} {path}: coderd {exc}") from None
