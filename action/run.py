@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-import re
 import subprocess
 import sys
 from collections.abc import Mapping
@@ -14,9 +13,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from comments import GitHub, GitHubError, sync
+from messages import comment_body, footer, nothing_pending, section
 
 PULL_REQUEST_EVENTS = ("pull_request", "pull_request_target")
-MAX_COMMENT = 60_000  # GitHub refuses bodies over 65,536 characters
 
 
 @dataclass(frozen=True)
@@ -75,7 +74,10 @@ def keysync_env(inputs: Inputs) -> dict[str, str]:
 
 def run_keysync(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     keysync = os.environ.get("KEYSYNC", "keysync")
-    done = subprocess.run([keysync, *args], env=env, capture_output=True, text=True)
+    try:
+        done = subprocess.run([keysync, *args], env=env, capture_output=True, text=True)
+    except OSError as exc:
+        raise SystemExit(f"keysync-action: error: cannot run {keysync}: {exc.strerror}") from None
     sys.stdout.write(done.stdout)
     sys.stderr.write(done.stderr)
     return done
@@ -132,52 +134,6 @@ def has_changes(inputs: Inputs, results: list[Result]) -> bool:
 
 def _planned_actions(plan_file: Path) -> int:
     return len(json.loads(plan_file.read_text(encoding="utf-8")).get("actions", []))
-
-
-def fenced(text: str) -> str:
-    """A code block no backticks in the text can close early."""
-    fence = "`" * max([3, *(len(run) + 1 for run in re.findall(r"`+", text))])
-    return f"{fence}\n{text.rstrip()}\n{fence}"
-
-
-def section(command: str, result: Result) -> str:
-    """What the job summary, and a comment, show for one manifest."""
-    title = f"**keysync {command}** · manifest `{result.manifest}`"
-    if result.exitcode not in (0, 2):
-        return (
-            f"{title}\n\n**Failed** (exit {result.exitcode}):\n\n{fenced(result.stderr)}\n\n{result.stdout}"
-        )
-    body = result.stdout if command == "plan" else fenced(result.stdout)
-    return f"{title}\n\n{body}"
-
-
-def comment_body(result: Result, footer: str) -> str | None:
-    if result.exitcode == 0:
-        return None
-    text = section("plan", result)
-    if len(text) > MAX_COMMENT:
-        text = text[:MAX_COMMENT] + "\n\n…cut short here: the whole plan is in the job summary."
-    return f"{text}\n\n{footer}"
-
-
-def nothing_pending(manifest: str, footer: str) -> str:
-    return (
-        f"**keysync plan** · manifest `{manifest}`\n\n**Nothing pending.** Coder's keys match the "
-        f"manifest and the sink holds every secret.\n\n{footer}"
-    )
-
-
-def footer(env: Mapping[str, str], event: Mapping[str, object]) -> str:
-    head = event.get("pull_request")
-    sha = str(head.get("head", {}).get("sha", "")) if isinstance(head, dict) else ""
-    sha = sha or env.get("GITHUB_SHA", "")
-    server, repo, run = (
-        env.get("GITHUB_SERVER_URL", ""),
-        env.get("GITHUB_REPOSITORY", ""),
-        env.get("GITHUB_RUN_ID"),
-    )
-    run_link = f" · [workflow run]({server}/{repo}/actions/runs/{run})" if server and repo and run else ""
-    return f"<sub>planned at commit `{sha[:12]}`{run_link}</sub>"
 
 
 def read_event(env: Mapping[str, str]) -> dict[str, object]:

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from keysync import __version__
-from keysync.devserver import DevServer
+from keysync.devserver import DevServer, DevServerConfig
 
 from coderlive import create_out_of_band
 from conftest import KEYSYNC, base_env
@@ -161,11 +161,11 @@ class Action:
         assert GITHUB_TOKEN not in done.stdout + done.stderr + text
         return step
 
-    def manifest(self, keys: list[str], name: str = "keysync.yaml") -> None:
+    def manifest(self, keys: list[str], name: str = "keysync.yaml", **coderd: str) -> None:
         path = self.cwd / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        sink = f"secrets/{name.replace('/', '-')}.json"
-        document = {"version": 1, "keys": keys, "policy": {"prune": False}, "sink": {"path": sink}}
+        sink = {"path": f"secrets/{name.replace('/', '-')}.json"}
+        document = {"version": 1, "coderd": coderd, "keys": keys, "policy": {"prune": False}, "sink": sink}
         path.write_text(yaml.safe_dump(document))
 
 
@@ -241,24 +241,58 @@ def test_nothing_pending_and_no_earlier_comment_posts_nothing(
     assert github[0].writes() == [] and github[0].ours() == []
 
 
-def test_two_manifests_keep_two_comments(action: Action, github: tuple[FakeGitHub, str]) -> None:
-    action.manifest(["alpha"], "deploy/prod/keysync.yaml")
-    action.manifest(["beta"], "deploy/staging/keysync.yaml")
-    manifests = "deploy/prod/keysync.yaml\ndeploy/staging/keysync.yaml\n"
+PROD, STAGING = "deploy/prod/keysync.yaml", "deploy/staging/keysync.yaml"
+BOTH = f"{PROD}\n{STAGING}\n"
+STAGING_TOKEN = "keysyncStg-0123456789abcdefABCDEF"
+
+
+@pytest.fixture
+def two_deployments(action: Action, dev_server: DevServer) -> Iterator[str]:
+    """Prod on the usual dev server, staging on a second one, each manifest naming its token's
+    variable; yields the allowed-hosts input that pins both."""
+    with DevServer(DevServerConfig(port=0, token=STAGING_TOKEN, seed=3)) as staging:
+        action.manifest(["alpha"], PROD, url=dev_server.url, token_env="CODER_PROD_SESSION_TOKEN")
+        action.manifest(["beta"], STAGING, url=staging.url, token_env="CODER_STAGING_SESSION_TOKEN")
+        action.env["CODER_PROD_SESSION_TOKEN"] = action.env.pop("CODER_SESSION_TOKEN")
+        action.env["CODER_STAGING_SESSION_TOKEN"] = STAGING_TOKEN
+        del action.env["CODER_URL"]
+        yield "\n".join(url.removeprefix("http://") for url in (dev_server.url, staging.url))
+
+
+def test_two_manifests_keep_two_comments(
+    action: Action, github: tuple[FakeGitHub, str], two_deployments: str
+) -> None:
     for _ in range(2):
-        step = action("plan", manifest=manifests)
+        step = action("plan", manifest=BOTH, allowed_hosts=two_deployments)
         assert step.code == 0, step.stderr
     assert step.outputs == {"changes": "true", "exitcode": "2", "plan-file": "keysync-plans"}
     prod, staging = github[0].ours()
-    assert prod["body"].startswith(f"{MARKER}deploy/prod/keysync.yaml -->") and "`alpha`" in prod["body"]
-    assert staging["body"].startswith(f"{MARKER}deploy/staging/keysync.yaml -->")
+    assert prod["body"].startswith(f"{MARKER}{PROD} -->") and "`alpha`" in prod["body"]
+    assert staging["body"].startswith(f"{MARKER}{STAGING} -->")
     assert "`beta`" in staging["body"] and "`alpha`" not in staging["body"]
     assert github[0].writes() == ["POST", "POST"]  # the second run found both unchanged
     plans = sorted(p.name for p in (action.cwd / "keysync-plans").iterdir())
     assert plans == ["deploy__prod__keysync.yaml.json", "deploy__staging__keysync.yaml.json"]
-    applied = action("apply", manifest=manifests)
+
+
+def test_apply_applies_the_reviewed_plan_of_each_manifest(action: Action, two_deployments: str) -> None:
+    assert action("plan", manifest=BOTH, allowed_hosts=two_deployments, comment="false").code == 0
+    applied = action("apply", manifest=BOTH, allowed_hosts=two_deployments)
     assert applied.code == 0, applied.stderr
     assert "created alpha" in applied.summary and "created beta" in applied.summary
+    assert applied.outputs == {"changes": "true", "exitcode": "0", "plan-file": "keysync-plans"}
+
+
+def test_allowed_hosts_keep_a_manifests_credentials_from_other_hosts(
+    action: Action, github: tuple[FakeGitHub, str], two_deployments: str
+) -> None:
+    prod_only = two_deployments.splitlines()[0]
+    step = action("plan", manifest=BOTH, allowed_hosts=prod_only)
+    assert step.code == 1 and step.outputs["exitcode"] == "1"
+    prod, staging = github[0].ours()
+    assert "`alpha`" in prod["body"]
+    assert "**Failed**" in staging["body"] and "KEYSYNC_ALLOWED_HOSTS" in staging["body"]
+    assert STAGING_TOKEN not in staging["body"]
 
 
 def test_apply_refuses_a_stale_plan(action: Action, dev_server: DevServer) -> None:
@@ -306,6 +340,21 @@ def test_a_refused_token_fails_the_step_naming_the_request(action: Action) -> No
     assert step.code == 1
     assert f"/repos/{REPO}/issues/{PR}/comments" in step.stderr and "401: Bad credentials" in step.stderr
     assert "ghs_wrongToken" not in step.stderr
+
+
+def test_a_wrong_command_or_a_missing_keysync_fails_in_one_line(action: Action) -> None:
+    wrong = action("destroy")
+    assert (wrong.code, wrong.stderr) == (
+        1,
+        "keysync-action: error: command must be plan or apply, not 'destroy'\n",
+    )
+    action.env["KEYSYNC"] = str(action.cwd / "no-keysync-here")
+    action.manifest(["gateway-a"])
+    missing = action("plan")
+    assert missing.code == 1
+    assert (
+        missing.stderr.startswith("keysync-action: error: cannot run ") and "Traceback" not in missing.stderr
+    )
 
 
 ACTION = yaml.safe_load((ROOT / "action.yml").read_text())
