@@ -12,8 +12,8 @@ $(BIN)/.installed: pyproject.toml
 	touch $@
 
 lint: $(BIN)/.installed
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks action
+	$(BIN)/ruff format --check src tests benchmarks action
 
 types: $(BIN)/.installed
 	$(BIN)/mypy
