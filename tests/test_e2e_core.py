@@ -536,6 +536,7 @@ def test_plan_json_has_every_documented_field(cli: Cli, dev_server: DevServer) -
         "name": "alpha",
         "id": live["alpha"]["id"],
         "key_prefix": live["alpha"]["key_prefix"],
+        "live_name": "alpha",
         "reason": "not-in-manifest",
     }
     assert actions["beta"] == {
@@ -543,6 +544,7 @@ def test_plan_json_has_every_documented_field(cli: Cli, dev_server: DevServer) -
         "name": "beta",
         "id": live["beta"]["id"],
         "key_prefix": live["beta"]["key_prefix"],
+        "live_name": "beta",
         "reason": "requested",
     }
     assert actions["gamma"] == {"action": "create", "name": "gamma", "reason": "missing"}

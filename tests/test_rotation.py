@@ -385,6 +385,7 @@ def test_a_replace_key_is_deleted_and_created_again_under_the_same_name(
             "name": "plain",
             "id": before["id"],
             "key_prefix": before["key_prefix"],
+            "live_name": "plain",
             "reason": "requested",
         }
     ]
