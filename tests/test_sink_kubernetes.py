@@ -192,11 +192,12 @@ def test_another_deployments_secret_is_refused_even_with_force(emu: KubeEmu, mak
 
 def test_review_plan_warns_of_a_foreign_secret_and_the_rollouts(emu: KubeEmu, make: Make) -> None:
     emu.put_secret(NS, "alpha", {"key": "hand-made"})
+    emu.workload(NS, "gw-alpha")
     plan = Plan([Action("create", "alpha", "missing"), Action("create", "beta", "missing")])
     warnings = make(restart=["deployment/gw-{name}"]).review_plan(plan).warnings
     assert any("Secret coder-ai-gateway/alpha exists and keysync did not write it" in w for w in warnings)
     assert "apply rolls deployment/gw-alpha once the Secrets are written" in warnings
-    assert "apply rolls deployment/gw-beta once the Secrets are written" in warnings
+    assert f"deployment/gw-beta does not exist in namespace {NS!r}: apply will not roll it" in warnings
 
 
 # --- access review ----------------------------------------------------------------------------------

@@ -75,10 +75,12 @@ class KubeApi:
         content_type: str = "application/json",
         allow: Sequence[int] = (),
         secrets: Sequence[Secret] = (),
+        patient: bool = True,
     ) -> Reply:
-        """One request; raises SinkError unless it succeeds or answers a status in `allow`."""
+        """One request; raises SinkError unless it succeeds or answers a status in `allow`.
+        `patient=False` sends it once, for callers on a deadline of their own (the Lease)."""
         content = json.dumps(body).encode() if body is not None else None
-        reply = self._send(method, path, doing, content, params, content_type, secrets)
+        reply = self._send(method, path, doing, content, params, content_type, secrets, patient)
         if reply.status >= 300 and reply.status not in allow:
             raise self.failure(doing, reply, secrets)
         return reply
@@ -102,15 +104,16 @@ class KubeApi:
         params: dict[str, str] | None,
         content_type: str,
         secrets: Sequence[Secret],
+        patient: bool,
     ) -> Reply:
-        deadline = time.monotonic() + RATE_LIMIT_BUDGET_SECONDS
+        deadline = time.monotonic() + (RATE_LIMIT_BUDGET_SECONDS if patient else 0.0)
         refreshed = False
         attempt = 0
         while True:
             attempt += 1
             reply = self._once(method, path, doing, content, params, content_type, secrets)
             if reply is None:  # no answer: only a read may be sent again
-                if method == "GET" and attempt < 3:
+                if method == "GET" and attempt < 3 and patient:
                     time.sleep(0.2 * attempt)
                     continue
                 raise self.error(f"{doing}: no answer from the API server{self._route()}", secrets)
@@ -249,11 +252,15 @@ def _document(raw: bytes) -> dict[str, Any]:
 
 
 def _retry_wait(reply: Reply, headers: httpx.Headers, method: str, attempt: int) -> float | None:
-    if reply.status == 429 or (reply.status in _RETRYABLE_READS and method == "GET" and attempt < 3):
+    """How long to wait before sending again: 429 as Retry-After says (API priority and fairness
+    sets it), a failed read briefly; None: do not send again."""
+    if reply.status == 429:
         try:
             return min(30.0, max(0.1, float(headers.get("Retry-After", "1"))))
         except ValueError:
             return 1.0
+    if reply.status in _RETRYABLE_READS and method == "GET" and attempt < 3:
+        return 0.2 * attempt
     return None
 
 

@@ -82,6 +82,11 @@ class Roller:
             notes.append(_note(item, seconds, self._timeout))
         return notes
 
+    def exists(self, target: Target) -> bool:
+        """Whether the target exists (when it may not be read, the access review says so)."""
+        reply = self._api.call("GET", self._path(target), f"reading {target}", allow=(403, 404))
+        return reply.status != 404
+
     def _path(self, target: Target) -> str:
         return f"/apis/apps/v1/namespaces/{self._namespace}/{target.resource}/{target.name}"
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager, nullcontext
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,6 +21,7 @@ from keysync.sinks.base import SinkContext
 from keysync.sinks.kubernetes import access
 from keysync.sinks.kubernetes.api import KubeApi
 from keysync.sinks.kubernetes.kubeconfig import load_access
+from keysync.sinks.kubernetes.lease import DEFAULT_DURATION, Lease, held, lease_name
 from keysync.sinks.kubernetes.rollout import Roller, Target, targets
 from keysync.sinks.kubernetes.shape import ABSENT, MANAGED_BY, MANAGER, SELECTOR, Observed, SecretShape
 
@@ -61,8 +62,12 @@ class KubernetesSink:
     def local_paths(self) -> list[Path]:
         return []
 
-    def lock(self, timeout: float | None) -> AbstractContextManager[None]:
-        return nullcontext()  # resourceVersion preconditions keep concurrent writers honest
+    def lock(self, timeout: float | None) -> AbstractContextManager[object]:
+        """A Lease in the namespace, renewed while the apply runs."""
+        return held(self.lease(), timeout)
+
+    def lease(self, duration: float = DEFAULT_DURATION) -> Lease:
+        return Lease(self._api, self.namespace, self.lease_name, duration)
 
     def read(self) -> SinkView:
         reply = self._api.call(
@@ -163,9 +168,7 @@ class KubernetesSink:
             if problem:
                 adopted = not seen.managed and self._force
                 warnings.append(f"{problem} (adopted: --force)" if adopted else problem)
-        warnings += [
-            f"apply rolls {target} once the Secrets are written" for target in self._targets(written)
-        ]
+        warnings += self._roll_notes(self._targets(written))
         return replace(plan, warnings=[*plan.warnings, *warnings]) if warnings else plan
 
     def after_apply(self, written: list[str]) -> list[tuple[str, bool]]:
@@ -174,6 +177,17 @@ class KubernetesSink:
         return Roller(self._api, self.namespace, self._rollout_timeout).roll(wanted) if wanted else []
 
     # --- helpers -----------------------------------------------------------------------------------
+
+    def _roll_notes(self, wanted: list[Target]) -> list[str]:
+        roller = Roller(self._api, self.namespace, self._rollout_timeout)
+        with ThreadPoolExecutor(_READ_THREADS, thread_name_prefix="keysync-kube-read") as pool:
+            present = list(pool.map(roller.exists, wanted))
+        return [
+            f"apply rolls {target} once the Secrets are written"
+            if found
+            else f"{target} does not exist in namespace {self.namespace!r}: apply will not roll it"
+            for target, found in zip(wanted, present, strict=True)
+        ]
 
     def _collection(self) -> str:
         return f"/api/v1/namespaces/{self.namespace}/secrets"
@@ -250,8 +264,6 @@ class KubernetesSink:
 
     @property
     def lease_name(self) -> str:
-        from keysync.sinks.kubernetes.lease import lease_name
-
         return lease_name(self._url, self._config.secret_name)
 
 

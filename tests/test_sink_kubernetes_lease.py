@@ -1,0 +1,147 @@
+"""The sink's lock is a Lease, taken, renewed, expired and released as client-go's leader
+election does, against the emulator's Leases (409 on a stale resourceVersion, AlreadyExists)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pytest
+
+from keysync.errors import LockHeldError
+from keysync.sinks.kubernetes.lease import Lease, held, identity
+
+from kubeemu import KubeEmu
+from kubeemu.server import LEASES
+from kubeemu.status import StatusError
+from kubefixtures import NS, Make, emu_fixture, make_fixture
+
+__all__ = ["emu_fixture", "make_fixture"]
+
+
+def test_the_lock_is_a_lease_taken_and_released(emu: KubeEmu, make: Make) -> None:
+    sink = make()
+    with sink.lock(None):
+        lease = emu.lease(NS, sink.lease_name)
+        assert lease is not None
+        assert lease["spec"]["holderIdentity"] == identity()
+        assert lease["spec"]["leaseDurationSeconds"] == 15
+        assert lease["spec"]["acquireTime"].endswith("Z") and "." in lease["spec"]["acquireTime"]
+    released = emu.lease(NS, sink.lease_name)
+    assert released is not None
+    assert released["spec"].get("holderIdentity") is None
+
+
+def test_the_lease_name_is_per_deployment_and_template(make: Make) -> None:
+    names = {
+        make().lease_name,
+        make(url="https://other").lease_name,
+        make(secret_name="gw-{name}").lease_name,
+    }
+    assert len(names) == 3
+    assert all(name.startswith("keysync-") and len(name) == 18 for name in names)
+
+
+def test_a_second_holder_fails_at_once_naming_the_first(emu: KubeEmu, make: Make) -> None:
+    first, second = make().lease(), make().lease()
+    second.identity = "4242@other-host"
+    with held(first, None), pytest.raises(LockHeldError) as raised, held(second, None):
+        pass
+    message = str(raised.value)
+    assert f"Lease {NS}/{first.name}, is held by {identity()} since 20" in message
+    assert "pass --lock-timeout DURATION to wait" in message
+
+
+def test_lock_timeout_waits_for_the_holder_to_release(emu: KubeEmu, make: Make) -> None:
+    first, second = make().lease(1.0), make().lease(1.0)
+    second.identity = "4242@other-host"
+    taken = threading.Event()
+
+    def hold_briefly() -> None:
+        with held(first, None):
+            taken.set()
+            time.sleep(0.3)
+
+    holder = threading.Thread(target=hold_briefly)
+    holder.start()
+    taken.wait(5)
+    with held(second, 5):
+        lease = emu.lease(NS, first.name)
+        assert lease is not None and lease["spec"]["holderIdentity"] == "4242@other-host"
+        assert lease["spec"]["leaseTransitions"] == 1
+    holder.join()
+
+
+def test_an_expired_lease_is_taken_over_once_seen_unrenewed(emu: KubeEmu, make: Make) -> None:
+    dead = make().lease(1.0)
+    dead.identity = "1@gone"
+    assert dead.try_acquire()  # the holder then dies without releasing
+    candidate = make().lease(1.0)
+    assert not candidate.try_acquire()  # first sight: its expiry is timed from now
+    time.sleep(1.1)
+    assert candidate.try_acquire()
+    lease = emu.lease(NS, candidate.name)
+    assert lease is not None and lease["spec"]["holderIdentity"] == identity()
+
+
+def test_a_stale_resource_version_loses_the_race(emu: KubeEmu, make: Make) -> None:
+    first, second = make().lease(), make().lease()
+    second.identity = "7@racer"
+    assert first.try_acquire()
+    first.release()
+    with emu.paused() as gate:
+        results: list[bool] = []
+        racers = [
+            threading.Thread(target=lambda c=c: results.append(c.try_acquire())) for c in (first, second)
+        ]
+        for racer in racers:
+            racer.start()
+        time.sleep(0.2)
+        gate.set()
+        for racer in racers:
+            racer.join()
+    assert sorted(results) == [False, True]
+    conflicts = [s for s in emu.seen if s.method == "PUT" and "leases" in s.path]
+    assert len(conflicts) >= 3  # the release, and both racers' updates
+
+
+def test_a_long_hold_is_renewed(emu: KubeEmu, make: Make) -> None:
+    lease = make().lease(0.9)
+    with held(lease, None) as renewer:
+        first = emu.lease(NS, lease.name)
+        time.sleep(0.8)
+        later = emu.lease(NS, lease.name)
+        assert not renewer.lost.is_set()
+    assert first is not None and later is not None
+    assert later["spec"]["renewTime"] > first["spec"]["renewTime"]
+    assert later["spec"]["acquireTime"] == first["spec"]["acquireTime"]
+
+
+def test_a_holder_that_cannot_renew_knows_before_its_lease_expires(emu: KubeEmu, make: Make) -> None:
+    lease = make().lease(0.9)
+    with held(lease, None) as renewer:
+        emu.fail("GET", "/leases/", lambda: StatusError(503, "ServiceUnavailable", "etcd is down"), times=100)
+        started = time.monotonic()
+        assert renewer.lost.wait(2)
+        assert time.monotonic() - lease.renewed_at < 0.9
+        assert time.monotonic() - started < 0.9
+
+
+def test_create_racing_create_is_already_exists(emu: KubeEmu, make: Make) -> None:
+    first = make().lease()
+    other: Lease = make().lease()
+    other.identity = "8@racer"
+    assert other.try_acquire()
+    emu.store.delete(LEASES, NS, first.name)
+    with emu.paused() as gate:
+        results: list[bool] = []
+        racers = [
+            threading.Thread(target=lambda c=c: results.append(c.try_acquire())) for c in (first, other)
+        ]
+        for racer in racers:
+            racer.start()
+        time.sleep(0.2)
+        gate.set()
+        for racer in racers:
+            racer.join()
+    assert sorted(results) == [False, True]
