@@ -13,6 +13,7 @@ import json
 import os
 import random
 import re
+import resource
 import selectors
 import signal
 import subprocess
@@ -35,6 +36,8 @@ from replica import IN, gateway_status
 TOKEN = "FaultTest0-0123456789abcdefABCDEF"
 KEYSYNC = str(Path(sys.executable).with_name("keysync"))
 COLLECTION = "/api/v2/ai-gateway/keys"
+# The test's own requests bypass the rate limit so that they never eat keysync's quota.
+UNLIMITED = {"Coder-Session-Token": TOKEN, "X-Coder-Bypass-Ratelimit": "true"}
 SINK = Path("secrets/ai-gateway-keys.json")
 # keysync starts with SIGINT at its default, as a user's shell would start it, even when this
 # process inherited it ignored (a background job of a non-interactive shell does): exec keeps pids.
@@ -65,8 +68,7 @@ class DevServerProcess:
         self.url = self._listening_url()
         self._http = httpx.Client(
             base_url=self.url,
-            # The test's own requests bypass the rate limit so that they never eat keysync's quota.
-            headers={"Coder-Session-Token": TOKEN, "X-Coder-Bypass-Ratelimit": "true"},
+            headers=UNLIMITED,
             timeout=30,
         )
 
@@ -115,7 +117,7 @@ class DevServerProcess:
     def accepts(self, secret: str) -> bool:
         """Does a gateway replica presenting this secret get in?"""
         for _ in range(100):  # --fail-rate answers the handshake 500 now and then too
-            status = gateway_status(self.url, secret)
+            status = gateway_status(self.url, secret, headers=UNLIMITED)
             if status != 500:
                 assert status in (IN, 401), status
                 return status == IN
@@ -372,6 +374,73 @@ def _damage(ws: Workspace) -> tuple[list[str], list[str]]:
     orphans = [n for n, k in live.items() if records.get(n, {}).get("key_prefix") != k["key_prefix"]]
     missing = [n for n in records if n not in live]
     return orphans, missing
+
+
+# --- 1b. the sink fails at a random moment ----------------------------------------------------
+
+FILL_SEED = 20261201
+FILL_TRIALS = 3
+FULL = 1000  # bytes: less than the sink document, so from that moment on no write of it succeeds
+IN_FLIGHT_AT_PARALLELISM_2 = 6  # 2 holding a request, 4 more waiting for their secret's write
+
+
+def test_a_sink_failing_at_random_moments_loses_at_most_what_was_in_flight(world: Any) -> None:
+    """The disk fills mid-rotation (the file size limit of the running apply drops below the
+    sink document's size): the apply stops, the keys it had not started keep working, every live
+    key's secret is in the sink, and the next apply heals."""
+    rng = random.Random(FILL_SEED)
+    ws = world("--latency-ms", "50", "--seed", str(FILL_SEED))
+    keys = names("fill", 12)
+    ws.manifest(keys)
+    assert ws.run("apply", "--auto-approve").code == 0
+    stopped = 0
+    for _ in range(FILL_TRIALS):
+        replace = sorted(rng.sample(keys, rng.randint(9, 12)))
+        before = ws.server.live()
+        code, report = _apply_filling_the_disk_after(ws, rng.uniform(0.0, 0.15), replace)
+        assert code in (0, 1), report
+        assert "Traceback" not in report
+        orphans, _ = _damage(ws)
+        assert not orphans, f"live keys whose secret the sink lacks: {orphans}\n{report}"
+        failed = re.findall(r"^  ! failed to replace (\S+):", report, re.MULTILINE)
+        not_started = re.findall(r"^  \. not started: replace (\S+)$", report, re.MULTILINE)
+        live = ws.server.live()
+        assert sorted(n for n in keys if n not in live) == sorted(failed), report
+        assert len(failed) <= IN_FLIGHT_AT_PARALLELISM_2, report
+        assert all(live[n]["id"] == before[n]["id"] for n in not_started), "a key not started changed"
+        stopped += bool(not_started)
+
+        healed = ws.run("apply", "--auto-approve")
+        assert healed.code == 0, ws.explain(healed)
+        ws.assert_converged(keys)
+    assert stopped >= 1, "the sink never failed while actions were left to start: nothing was tested"
+    ws.assert_no_leaks()
+
+
+def _apply_filling_the_disk_after(ws: Workspace, seconds: float, replace: list[str]) -> tuple[int, str]:
+    """`apply --replace ...` whose files may not grow beyond FULL bytes from `seconds` after its
+    first delete on; its output goes to pipes, which the limit does not cover."""
+    process = subprocess.Popen(
+        [KEYSYNC, "apply", "--auto-approve", "--parallelism", "2", *_replace_flags(replace)],
+        cwd=ws.root,
+        env=ws.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deletes = _deletes(ws)
+    wait_for(lambda: _deletes(ws) > deletes or process.poll() is not None, "the first delete")
+    time.sleep(seconds)  # after the first action began: the preflight has passed
+    if process.poll() is None:
+        resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (FULL, FULL))
+    stdout, stderr = process.communicate(timeout=90)
+    ws.outputs += [stdout, stderr]
+    return process.returncode, stdout + stderr
+
+
+def _deletes(ws: Workspace) -> int:
+    return sum(line.startswith("DELETE ") for line in ws.server.log_lines())
 
 
 # --- 2. lost answers ----------------------------------------------------------------------
