@@ -18,6 +18,7 @@ import pytest
 from keysync.coder.client import ClientSettings, CoderClient
 from keysync.devserver import DevServer, DevServerConfig
 from keysync.engine.applier import Applier, Outcome
+from keysync.errors import SinkError
 from keysync.keys import CreatedKey, LiveKey, SecretRecord
 from keysync.manifest.sinks import FileSinkConfig
 from keysync.plan import Action, Plan
@@ -30,13 +31,15 @@ from conftest import OWNER_TOKEN
 
 @pytest.fixture
 def slow_server() -> Iterator[DevServer]:
-    with DevServer(DevServerConfig(port=0, token=OWNER_TOKEN, seed=7, latency_ms=20)) as server:
+    config = DevServerConfig(port=0, token=OWNER_TOKEN, seed=7, latency_ms=20, api="ai-gateway-keys")
+    with DevServer(config) as server:
         yield server
 
 
 @pytest.fixture
 def client(slow_server: DevServer) -> Iterator[CoderClient]:
-    client = CoderClient(ClientSettings(url=slow_server.url, token=Secret(OWNER_TOKEN)))
+    settings = ClientSettings(url=slow_server.url, token=Secret(OWNER_TOKEN), api="ai-gateway-keys")
+    client = CoderClient(settings)
     yield client
     client.close()
 
@@ -130,6 +133,60 @@ def test_a_bug_in_one_action_fails_that_action_only(tmp_path: Path, client: Code
     assert failed.error == "internal error (a bug, please report it): RuntimeError"
     assert len(report.outcomes) == 8 and not report.not_started
     assert stored_names(tmp_path) == {f"key-{i:03d}" for i in range(8)} - {"key-003"}
+
+
+class FillingSink:
+    """The file sink on a disk that fills after `room` secrets: every store after that fails."""
+
+    def __init__(self, inner: FileSink, room: int) -> None:
+        self._inner = inner
+        self._room = room
+        self._lock = threading.Lock()
+
+    def store(self, record: SecretRecord) -> None:
+        with self._lock:
+            self._room -= 1
+            full = self._room < 0
+        if full:
+            raise SinkError("cannot write secrets.json: No space left on device")
+        self._inner.store(record)
+
+    def remove(self, name: str, key_id: str = "") -> None:
+        self._inner.remove(name, key_id)
+
+
+def test_the_first_failed_sink_write_starts_nothing_more_and_undoes_the_creates_in_flight(
+    tmp_path: Path, client: CoderClient
+) -> None:
+    sink = FillingSink(sink_at(tmp_path, client.url), room=3)
+    applier = Applier(client, sink, client.url, parallelism=1)
+
+    report = applier.apply(creates(20))
+
+    assert report.sink_failure == "cannot write secrets.json: No space left on device"
+    assert not report.interrupted and not report.succeeded
+    created = {o.action.name for o in report.outcomes if o.ok}
+    failed = {o.action.name for o in report.failed}
+    assert len(created) == 3 and 1 <= len(failed) <= 5  # 1 holding the request, 4 waiting to store
+    assert all("was deleted again" in o.error for o in report.failed if o.error)
+    assert len(report.not_started) == 20 - len(created) - len(failed)
+    assert {key.name for key in client.list_keys()} == created == stored_names(tmp_path)
+
+
+def test_a_refused_key_fails_alone_and_untouched(tmp_path: Path, client: CoderClient) -> None:
+    class Refusing(BuggySink):
+        def prepare(self, actions: list[Action]) -> dict[str, str]:
+            return {"key-001": "key-001 is someone else's file"}
+
+    applier = Applier(client, Refusing(sink_at(tmp_path, client.url), broken=""), client.url, parallelism=2)
+
+    report = applier.apply(creates(4))
+
+    assert [(o.action.name, o.error) for o in report.failed] == [
+        ("key-001", "key-001 is someone else's file")
+    ]
+    assert report.sink_failure is None and not report.not_started
+    assert {key.name for key in client.list_keys()} == {"key-000", "key-002", "key-003"}
 
 
 def test_an_interrupt_starts_nothing_new_and_accounts_for_every_action(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import socket
@@ -21,12 +22,13 @@ from keysync.errors import LockHeldError, SinkError
 from keysync.keys import SecretRecord, StoredEntry
 from keysync.manifest.sinks import DirectorySinkConfig, FileSinkConfig
 from keysync.secret import Secret
+from keysync.sinks import durable
 from keysync.sinks import file as file_module
 from keysync.sinks.base import SinkContext
 from keysync.sinks.directory import SIDECAR, DirectorySink
-from keysync.sinks.durable import atomic_write
-from keysync.sinks.groupcommit import GroupCommit
+from keysync.sinks.durable import atomic_write, probe_writable
 from keysync.sinks.file import FileSink
+from keysync.sinks.groupcommit import GroupCommit
 
 URL = "https://coder.example.com"
 OTHER_URL = "https://other.example.com"
@@ -538,6 +540,59 @@ def test_group_commit_reports_a_failed_flush_and_recovers() -> None:
     assert "No space left" in str(caught.value)
     failing[0] = False
     commit.commit(lambda: None)
+
+
+def new_flushers(before: set[threading.Thread]) -> list[threading.Thread]:
+    """Flusher threads alive now that were not before (other tests' sinks may leave theirs)."""
+    return [t for t in threading.enumerate() if t.name == "keysync-sink-flush" and t not in before]
+
+
+def test_closing_a_group_commit_ends_its_thread_and_a_later_commit_starts_another() -> None:
+    before = set(threading.enumerate())
+    flushed: list[bytes] = []
+    state = [b""]
+    commit = GroupCommit(lambda: state[0], flushed.append)
+    commit.commit(lambda: state.__setitem__(0, b"one"))
+    assert len(new_flushers(before)) == 1
+
+    commit.close()
+    assert new_flushers(before) == []
+    commit.close()  # twice is fine
+    commit.commit(lambda: state.__setitem__(0, b"two"))
+    assert flushed == [b"one", b"two"]
+    commit.close()
+    assert new_flushers(before) == []
+
+
+@pytest.mark.parametrize("kind", ["file", "directory"])
+def test_closing_a_sink_ends_its_flusher_and_drops_its_records(tmp_path: Path, kind: str) -> None:
+    before = set(threading.enumerate())
+    sink = file_sink(tmp_path) if kind == "file" else directory_sink(tmp_path)
+    sink.store(record("alpha"))
+    sink.close()
+    assert new_flushers(before) == []
+    assert (sink._records if isinstance(sink, FileSink) else sink._meta) is None
+    assert sorted(sink.read().entries) == ["alpha"]  # a closed sink reads its files afresh
+    sink.close()
+
+
+def test_probes_and_temporary_files_never_follow_a_planted_symlink(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    target = tmp_path / "doc.json"
+    monkeypatch.setattr(durable, "_counter", itertools.count(7))
+    (tmp_path / f".doc.json.{os.getpid()}.7.tmp").symlink_to(victim)  # the next temporary's name
+
+    with pytest.raises(SinkError, match="cannot write"):
+        atomic_write(target, b"{}")
+    atomic_write(target, b"{}")  # the next name is free
+    probe_writable(tmp_path, 4096)  # a probe's name is random: nobody can plant it in advance
+
+    assert victim.read_text() == "precious"
+    assert target.read_bytes() == b"{}"
+    assert (tmp_path / f".doc.json.{os.getpid()}.7.tmp").is_symlink()
 
 
 @pytest.mark.parametrize("sink_type", ["file", "directory", "exec"])

@@ -41,6 +41,9 @@ def atomic_write(path: Path, data: bytes | Sequence[bytes], sync_directory: bool
     temp = path.with_name(f".{path.name}.{os.getpid()}.{next(_counter)}.tmp")
     try:
         fd = os.open(temp, _CREATE_FLAGS, 0o600)
+    except OSError as exc:  # nothing of ours to clean up: what is there is not keysync's
+        raise SinkError(f"cannot write {path}: {exc.strerror}") from None
+    try:
         try:
             os.fchmod(fd, 0o600)
             _write_all(fd, [data] if isinstance(data, bytes) else data)
