@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
 import sys
 import time
 import uuid
@@ -298,3 +299,17 @@ def test_plan_status_and_the_preflight_never_run_the_manifests_commands(
     assert "+ create alpha" in runs[0].stdout and "- delete unlisted" in runs[0].stdout, runs[0]
     assert not list(cli.cwd.glob("ran-*")), "a manifest's command ran outside apply"
     assert not (cli.cwd / ".keysync-exec-journal.json").exists(), "plan wrote the journal"
+
+
+def test_in_a_git_work_tree_apply_wants_the_journal_ignored(cli: Cli, dev_server: DevServer) -> None:
+    subprocess.run(["git", "init", "-q", str(cli.cwd)], check=True, capture_output=True)
+    cli.write_manifest(manifest([PYTHON, "-c", APPEND, "got.jsonl"], ["alpha"]))
+
+    refused = cli("apply", "--auto-approve")
+    assert refused.code == 1, refused
+    assert "add the line `/.keysync-exec-journal.json*`" in refused.stderr
+    assert sorted(live_keys(dev_server)) == []
+
+    (cli.cwd / ".gitignore").write_text("/.keysync-exec-journal.json*\n")
+    assert cli("apply", "--auto-approve").code == 0
+    assert sorted(live_keys(dev_server)) == ["alpha"]
