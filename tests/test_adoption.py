@@ -6,11 +6,19 @@ from __future__ import annotations
 
 import json
 import subprocess
+import tempfile
+from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 import yaml
 
+from keysync.adoption import export_document, export_yaml, imported_record, is_key_shaped
 from keysync.devserver import DevServer, DevServerConfig
+from keysync.errors import UsageError
+from keysync.keys import LiveKey
+from keysync.manifest.model import Manifest
+from keysync.secret import Secret
 
 from coderlive import create_out_of_band, live_keys
 from conftest import KEYSYNC, Cli, base_env
@@ -34,6 +42,88 @@ def plan_json(cli: Cli, *args: str) -> dict[str, object]:
 
 def said(cli: Cli) -> str:
     return "".join(run.stdout + run.stderr for run in cli.runs)
+
+
+# --- the pure part: what export writes, what import accepts ------------------------------------------
+
+NOW = datetime(2026, 1, 2, tzinfo=UTC)
+URL = "https://coder.example.com"
+SECRET = "AbCdEfGhIjK" + "0123456789abcdefghijklmnopqrstuv"
+
+
+def key(name: str, prefix: str = "AbCdEfGhIjK") -> LiveKey:
+    return LiveKey(id=f"id-{name}", name=name, key_prefix=prefix, created_at=NOW)
+
+
+def test_export_lists_look_alike_generations_under_ignore_and_keeps_an_existing_manage() -> None:
+    existing = Manifest.model_validate({"version": 1, "policy": {"manage": ["edge*", "lonely-*"]}})
+    live = [key("edge"), key("edge-r7"), key("gw"), key("lonely-r2")]
+
+    document = export_document(live, {"url": URL}, existing)
+    text = export_yaml(document)
+
+    assert document["keys"] == ["edge", "lonely-r2"]
+    assert document["policy"] == {
+        "manage": ["edge*", "lonely-*"],
+        "ignore": ["edge-r7"],
+        "on_missing_secret": "keep",
+    }
+    assert yaml.safe_load(text) == document
+    assert text.index("# The sink does not hold") < text.index("on_missing_secret: keep")
+    assert text.index("# Named like a rotation generation") < text.index("ignore:")
+    assert not load_problems(text)
+
+
+def load_problems(text: str) -> list[str]:
+    from keysync.errors import ManifestError
+    from keysync.manifest.load import load_manifest
+
+    path = Path(tempfile.mkdtemp()) / "keysync.yaml"
+    path.write_text(text)
+    try:
+        load_manifest(path)
+    except ManifestError as exc:
+        return exc.problems
+    return []
+
+
+@pytest.mark.parametrize(
+    ("text", "shaped"),
+    [
+        (SECRET, True),
+        ("cgw_" + SECRET[:39], True),
+        (SECRET[:42], False),
+        (SECRET[:42] + "-", False),
+        ("", False),
+    ],
+)
+def test_a_key_has_coders_shape(text: str, shaped: bool) -> None:
+    assert is_key_shaped(text) is shaped
+
+
+def test_an_imported_record_is_the_live_keys_under_its_manifest_name() -> None:
+    manifest = Manifest.model_validate({"version": 1, "keys": ["gw"]})
+
+    record = imported_record("gw", Secret(SECRET), [key("gw")], manifest, URL)
+
+    assert (record.name, record.id, record.key_prefix, record.coderd_url) == ("gw", "id-gw", SECRET[:11], URL)
+    assert record.key.reveal() == SECRET
+
+
+@pytest.mark.parametrize(
+    ("name", "live_prefix", "refusal"),
+    [
+        ("gw", "ZZZZZZZZZZZ", "is not the live key 'gw''s"),
+        ("other", "AbCdEfGhIjK", "does not manage"),
+        ("edge", "AbCdEfGhIjK", "Coder has no key named 'edge'"),
+    ],
+)
+def test_import_refusals_never_show_the_secret(name: str, live_prefix: str, refusal: str) -> None:
+    manifest = Manifest.model_validate({"version": 1, "keys": ["gw", "edge"]})
+    with pytest.raises(UsageError) as raised:
+        imported_record(name, Secret(SECRET), [key("gw", live_prefix)], manifest, URL)
+    assert refusal in str(raised.value)
+    assert SECRET[:11] not in str(raised.value).replace(live_prefix, "")
 
 
 # --- export ------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 from keysync.keys import LiveKey, SinkView, StoredEntry
 from keysync.manifest.model import Manifest
 from keysync.plan import Plan, build_plan
-from keysync.render import render_markdown, render_text
+from keysync.render import render_markdown, render_text, target_line
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 URL = "https://coder.example.com"
@@ -147,3 +147,35 @@ def test_markdown_for_no_changes() -> None:
     markdown = render_markdown(Plan([]), NOW, URL)
     assert "No changes" in markdown
     assert "|" not in markdown
+
+
+def test_the_first_line_names_the_target_and_where_its_url_came_from() -> None:
+    target = target_line(URL, "CODER_URL")
+    text = render_text(mixed_plan(), NOW, target=target)
+    markdown = render_markdown(mixed_plan(), NOW, URL, "--url")
+
+    assert text.splitlines()[0] == f"Target: {URL} (from CODER_URL)"
+    assert text.splitlines()[1] == ""
+    assert markdown.splitlines()[0] == f"### keysync plan for {URL} (from --url)"
+    assert render_text(Plan([]), NOW, target=target).startswith(target + "\n")
+
+
+def test_every_destroying_action_names_the_live_key_it_destroys() -> None:
+    text = render_text(mixed_plan(), NOW)
+    markdown = render_markdown(mixed_plan(), NOW, URL)
+
+    for name in ("old-used", "old-unused", "rotated"):
+        assert f"destroys live key {name}, key_prefix" in action_block(text, name)
+        assert any(f"| `{name}` |" in row and row.count(f"`{name}`") == 2 for row in markdown.splitlines())
+    assert "destroys" not in action_block(text, "new-key")
+
+
+def test_a_replace_names_the_generation_it_destroys_when_that_is_not_the_key_name() -> None:
+    # The sink records gw-r2 as gw's (an overlap key switched to replace), but holds another secret.
+    r2 = live("gw-r2", "PfxGwGen002", timedelta(days=2))
+    manifest = Manifest.model_validate({"version": 1, "keys": ["gw"]})
+    sink = SinkView({"gw": StoredEntry("gw", r2.id, r2.key_prefix, "PfxSomeElse", URL)})
+
+    text = render_text(build_plan(manifest, [r2], sink, NOW, URL), NOW)
+
+    assert "-/+ replace gw  (secret-stale)  destroys live key gw-r2, key_prefix PfxGwGen002" in text
