@@ -7,8 +7,10 @@ from datetime import timedelta
 from functools import lru_cache
 
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-_WHOLE = re.compile(r"^(?:\d+[smhdw])+$")
+_WHOLE = re.compile(r"^(?:\d+[smhdw])+\Z")
 _PART = re.compile(r"(\d+)([smhdw])")
+MAX_DURATION = timedelta(days=36525)  # 100 years: beyond it a typo, and beyond timedelta soon after
+_MAX_DIGITS = 12  # more digits than any duration within 100 years has, in any unit
 
 
 @lru_cache(maxsize=256)
@@ -18,10 +20,19 @@ def parse_duration(text: str) -> timedelta:
         raise ValueError(
             f"{text!r} is not a duration: use digits and a unit s, m, h, d or w, e.g. 90d or 1w2d"
         )
-    seconds = sum(int(n) * _UNITS[unit] for n, unit in _PART.findall(text))
+    parts = _PART.findall(text)
+    if any(len(number.lstrip("0")) > _MAX_DIGITS for number, _ in parts):
+        raise ValueError(f"{_short(text)} is more than 100 years: a duration is at most 100 years")
+    seconds = sum(int(n) * _UNITS[unit] for n, unit in parts)
     if seconds == 0:
         raise ValueError(f"{text!r} is zero: a duration must be positive")
+    if seconds > MAX_DURATION.total_seconds():
+        raise ValueError(f"{_short(text)} is more than 100 years: a duration is at most 100 years")
     return timedelta(seconds=seconds)
+
+
+def _short(text: str) -> str:
+    return repr(text) if len(text) <= 40 else repr(text[:37] + "...")
 
 
 def format_duration(delta: timedelta) -> str:

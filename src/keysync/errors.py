@@ -3,6 +3,7 @@
     KeysyncError                 every expected failure: one line for the user, exit 1
     ├── ManifestError            the manifest is unreadable or invalid (all problems at once)
     ├── UsageError               flags or arguments that do not fit together
+    │   └── HostNotAllowedError  KEYSYNC_ALLOWED_HOSTS does not allow where a credential would go
     ├── UnsafePlanError          a plan needs --force, or touches a protected key
     ├── StalePlanError           a saved plan no longer matches the world
     ├── ApiError                 Coder answered with an error, or not at all
@@ -41,6 +42,10 @@ class ManifestError(KeysyncError):
 
 
 class UsageError(KeysyncError):
+    pass
+
+
+class HostNotAllowedError(UsageError):
     pass
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +16,7 @@ from keysync.plan import Plan, PlanRequest
 from keysync.timefmt import rfc3339
 
 FORMAT_VERSION = 1
+MAX_PLAN_BYTES = 256 << 20  # a 100,000-key plan with its snapshot is some tens of MiB
 
 
 @dataclass(frozen=True)
@@ -85,6 +87,82 @@ def plan_document(plan: Plan, world: World, request: PlanRequest, snapshot: bool
     if snapshot:
         document["snapshot"] = {"live": world.live, "sink": world.sink}
     return document
+
+
+_PLAN_TEXT_FIELDS = ("coderd_url", "api", "manifest_sha256", "live_fingerprint", "sink_fingerprint")
+_ACTION_TEXT_FIELDS = ("action", "name", "reason")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def parse_saved_plan(raw: bytes) -> dict[str, Any]:
+    """The saved plan in `raw`, its shape checked as far as apply reads it; raises ValueError
+    naming the first thing wrong. A plan file may be damaged, or edited by hand."""
+    try:
+        document = json.loads(raw)
+    except RecursionError:
+        raise ValueError("not a keysync plan: nested too deeply") from None
+    except ValueError as exc:
+        raise ValueError(f"not a readable keysync plan ({exc})") from None
+    if not isinstance(document, dict) or document.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"not a keysync plan (format_version {FORMAT_VERSION})")
+    problem = _control_character(document) or _shape_problem(document)
+    if problem:
+        raise ValueError(f"not a keysync plan: {problem}")
+    return document
+
+
+def _control_character(document: Any) -> str | None:
+    """Where a string holds a line break or a terminal control character (iteratively: the
+    nesting is the file's to choose)."""
+    stack: list[tuple[str, Any]] = [("", document)]
+    while stack:
+        where, value = stack.pop()
+        texts: list[str] = [value] if isinstance(value, str) else []
+        if isinstance(value, dict):
+            stack.extend((f"{where}.{key}" if where else str(key), item) for key, item in value.items())
+            texts = list(value)  # JSON keys are strings
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{index}]", item) for index, item in enumerate(value))
+        if any(_CONTROL.search(text) for text in texts):
+            return f"{where or 'a key'}: holds a control character"
+    return None
+
+
+def _shape_problem(document: dict[str, Any]) -> str | None:
+    for field in _PLAN_TEXT_FIELDS:
+        if not isinstance(document.get(field), str):
+            return f"{field}: not a string"
+    for field, required in (("targets", True), ("replace", True), ("stale_records", False)):
+        value = document.get(field, None if required else [])
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            return f"{field}: not a list of strings"
+    actions = document.get("actions")
+    if not isinstance(actions, list):
+        return "actions: not a list"
+    for index, action in enumerate(actions):
+        if not isinstance(action, dict):
+            return f"actions[{index}]: not an object"
+        for field in _ACTION_TEXT_FIELDS:
+            if not isinstance(action.get(field), str):
+                return f"actions[{index}].{field}: not a string"
+        if not isinstance(action.get("live_name", ""), str):
+            return f"actions[{index}].live_name: not a string"
+    return _snapshot_problem(document.get("snapshot"))
+
+
+def _snapshot_problem(snapshot: Any) -> str | None:
+    if snapshot is None:
+        return None
+    if not isinstance(snapshot, dict):
+        return "snapshot: not an object"
+    for part in ("live", "sink"):
+        records = snapshot.get(part, {})
+        if not isinstance(records, dict):
+            return f"snapshot.{part}: not an object"
+        for name, record in records.items():
+            if not isinstance(record, dict) or not all(isinstance(v, str) for v in record.values()):
+                return f"snapshot.{part}.{name}: not an object of strings"
+    return None
 
 
 def check_saved_plan(saved: dict[str, Any], current: World) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -16,6 +17,7 @@ from keysync import __version__
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_INTERRUPTED = 130
+MAX_TIMEOUT = 86400.0  # a day: larger timeouts overflow the clocks they are added to
 
 
 def shared_options(func: F) -> F:
@@ -48,7 +50,8 @@ def shared_options(func: F) -> F:
         ),
         click.option(
             "--timeout",
-            type=click.FloatRange(min=0.1),
+            type=click.FloatRange(min=0.1, max=MAX_TIMEOUT),
+            callback=_a_number,
             default=30.0,
             show_default=True,
             help="Seconds each request may take.",
@@ -65,6 +68,12 @@ def shared_options(func: F) -> F:
         click.option("-v", "--verbose", is_flag=True, help="More detail on stderr."),
     ]
     return functools.reduce(lambda f, option: option(f), reversed(options), func)
+
+
+def _a_number(context: click.Context, parameter: click.Parameter, value: float) -> float:
+    if math.isnan(value):  # NaN passes every range comparison
+        raise click.BadParameter("nan is not a number of seconds")
+    return value
 
 
 def make_options(kwargs: dict[str, Any], **extra: Any) -> Any:

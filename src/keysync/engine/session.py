@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from keysync.errors import UsageError
+from keysync.hosts import require_allowed
 from keysync.secret import Secret, header_safe
 
 DEFAULT_TOKEN_ENV = "CODER_SESSION_TOKEN"
@@ -72,7 +73,9 @@ class Session:
         url = self.options.url or (manifest.coderd.url if manifest else None)
         if not url:
             raise UsageError("no coderd URL: pass --url, set CODER_URL, or set coderd.url in the manifest")
-        return check_url(url)
+        checked = check_url(url)
+        require_allowed(checked, os.environ, f"the Coder URL, from {self.url_source}")
+        return checked
 
     @property
     def url_source(self) -> str:
@@ -89,6 +92,10 @@ class Session:
             f"{self.options.url_source} ({self.coderd_url}) overrides the manifest's coderd.url "
             f"({named}): this plan is for {self.coderd_url}"
         ]
+
+    def endpoint_warnings(self) -> list[str]:
+        """Every endpoint the environment chose over the manifest's: Coder's, then the sink's."""
+        return [*self.url_warnings(), *getattr(self.sink, "endpoint_warnings", [])]
 
     def manifest_if_present(self) -> Manifest | None:
         """The manifest, or None when its file does not exist or is empty (export works without
@@ -141,8 +148,9 @@ class Session:
         from keysync.plandoc import World
 
         manifest = self.loaded.manifest
+        sink = self.sink  # opened first: it refuses an endpoint before anything connects
         live = self.client.list_keys()
-        view = self.sink.read()
+        view = sink.read()
         now = datetime.now(UTC)
         plan = build_plan(manifest, live, view, now, self.coderd_url, request)
         review = getattr(self.sink, "review_plan", None)  # what only the sink knows (optional)

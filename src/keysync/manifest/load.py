@@ -179,7 +179,9 @@ def _problem(error: Any, prefix: yamlsource.Path = ()) -> Problem:
         message = _FRIENDLY.get(str(loc[-1]), message)
     elif error["type"] in ("model_type", "model_attributes_type", "dict_type") and loc[:1] == ("keys",):
         message = "a key is a name, or a mapping with `name` (and optional rotate_after, rotation)"
-    if error["type"] != "missing":
+    elif error["type"] == "value_error":
+        message = message.removeprefix("Value error, ")
+    if error["type"] != "missing" and repr(error.get("input")) not in message:
         message += f" (got {_quote(error.get('input'))})"
     return loc, message
 

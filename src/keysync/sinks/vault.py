@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ssl
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from keysync.errors import SinkError
+from keysync.hosts import Endpoint, env_endpoint, pinned, require_allowed
 from keysync.keys import SecretRecord, SinkView, StoredEntry
 from keysync.loopback import is_loopback
 from keysync.manifest.sinks import VaultAuthConfig, VaultSinkConfig
@@ -85,7 +86,13 @@ class VaultApi:
 
     def __init__(self, config: VaultSinkConfig, context: SinkContext) -> None:
         env = context.env
-        self.address = _address(config.address or env.get("VAULT_ADDR", ""))
+        endpoint = _endpoint(config, env)
+        if endpoint is None:
+            raise SinkError("vault sink: no address: set sink.address or VAULT_ADDR")
+        self.address = _address(endpoint.value)
+        require_allowed(self.address, env, f"the vault sink's address, from {endpoint.source}")
+        self.endpoint_warnings = [endpoint.warning] if endpoint.warning else []
+        _require_pinned_for_files(config.auth, endpoint, env)
         ca_cert = config.ca_cert or env.get("VAULT_CACERT")
         namespace = config.namespace or env.get("VAULT_NAMESPACE")
         self.namespace = namespace.strip("/") if namespace else None
@@ -199,6 +206,7 @@ class VaultSink:
         if not self._mount:
             raise SinkError("vault sink: mount must not be empty")
         self._api = VaultApi(config, context)
+        self.endpoint_warnings = self._api.endpoint_warnings  # plan shows them
         self._path_text = config.path.strip("/")
         self._seen: dict[str, _Seen] = {}
         self._listed = False  # after read(), a name it did not see is known to be absent
@@ -377,6 +385,26 @@ class _Seen:
 
     version: int
     coderd_url: str | None
+
+
+def _endpoint(config: VaultSinkConfig, env: Mapping[str, str]) -> Endpoint | None:
+    """VAULT_ADDR, when set, beats sink.address: a pull request must not pick where the token goes."""
+    named = (env.get("VAULT_ADDR") or config.address or "").strip()
+    purpose = f"the Vault token and the secrets go to {named}"
+    return env_endpoint(env, "VAULT_ADDR", "sink.address", config.address, purpose)
+
+
+def _require_pinned_for_files(auth: VaultAuthConfig, endpoint: Endpoint, env: Mapping[str, str]) -> None:
+    """A credential file named by the manifest is read only when the environment chose where it
+    goes: else a pull request could name any file on the machine and a server of its own."""
+    setting = "auth.token_file" if auth.token_file else "auth.secret_id_file" if auth.secret_id_file else None
+    if setting is None or endpoint.from_environment or pinned(env):
+        return
+    raise SinkError(
+        f"vault sink: {setting} is read only when the environment names the Vault server: set "
+        "VAULT_ADDR (or KEYSYNC_ALLOWED_HOSTS), so that the manifest alone cannot choose both a "
+        "file to read and where to send it"
+    )
 
 
 def _address(text: str) -> str:

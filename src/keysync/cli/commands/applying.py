@@ -189,13 +189,19 @@ def _load_saved(planfile: Path, request: Any) -> dict[str, Any]:
 
     if request.targets or request.replace:
         raise UsageError("apply PLANFILE takes no --target or --replace: the saved plan has its own")
+    from keysync.plandoc import MAX_PLAN_BYTES, parse_saved_plan
+
     try:
-        document = json.loads(planfile.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise UsageError(f"{planfile}: not a readable keysync plan ({exc})") from None
-    if not isinstance(document, dict) or document.get("format_version") != 1:
-        raise UsageError(f"{planfile}: not a keysync plan (format_version 1)")
-    return document
+        with planfile.open("rb") as file:
+            raw = file.read(MAX_PLAN_BYTES + 1)
+    except OSError as exc:
+        raise UsageError(f"{planfile}: not a readable keysync plan ({exc.strerror or exc})") from None
+    if len(raw) > MAX_PLAN_BYTES:
+        raise UsageError(f"{planfile}: not a keysync plan: larger than {MAX_PLAN_BYTES >> 20} MiB")
+    try:
+        return parse_saved_plan(raw)
+    except ValueError as exc:
+        raise UsageError(f"{planfile}: {exc}") from None
 
 
 def _check_saved_context(saved: dict[str, Any], session: Any) -> None:

@@ -131,7 +131,7 @@ def preflighted(session: Any, snapshot: Any) -> Any:
     git = git_problems(session)
     plan = replace(
         plan,
-        warnings=[*session.url_warnings(), *plan.warnings, *(f"needs --force: {text}" for text in git)],
+        warnings=[*session.endpoint_warnings(), *plan.warnings, *(f"needs --force: {text}" for text in git)],
         guards={**plan.guards, **{text: [] for text in git}},
         failures=plan.failures + readiness_problems(session, plan),
     )
