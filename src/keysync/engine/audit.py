@@ -29,7 +29,16 @@ class AuditLog:
             raise AuditError(f"audit log {path} is not writable: {exc.strerror}") from None
 
     def record(self, outcome: Outcome, manifest_sha256: str) -> None:
-        line = json.dumps(self._entry(outcome, manifest_sha256), sort_keys=True) + "\n"
+        self._append(self._entry(outcome, manifest_sha256))
+
+    def event(self, event: str, **fields: str) -> None:
+        """A line that records no action: a leadership change of `watch --leader-elect`."""
+        time = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+        context = {"keysync_version": __version__, "host": self._host, "user": self._user}
+        self._append({"time": time, "event": event, **fields, **context})
+
+    def _append(self, entry: dict[str, Any]) -> None:
+        line = json.dumps(entry, sort_keys=True) + "\n"
         with self._lock:
             try:
                 os.write(self._fd, line.encode())

@@ -50,6 +50,10 @@ class WatchMetrics:
             "keysync_skipped_actions", "Actions held back for --force.", ["action", "reason"], registry=r
         )
         self.keys = prom.Gauge("keysync_keys", "Manifest keys by state.", ["state"], registry=r)
+        self.leader = prom.Gauge(
+            "keysync_leader", "1 while this replica reconciles (always, without --leader-elect).", registry=r
+        )
+        self.leader.set(1)
         self.duration = prom.Histogram(
             "keysync_round_duration_seconds",
             "Round duration.",
@@ -83,6 +87,11 @@ class WatchMetrics:
         if ok:
             self.last_success = time.time()
             self.last_success_ts.set(self.last_success)
+
+    def observe_leadership(self, leading: bool) -> None:
+        self.leader.set(1 if leading else 0)
+        if not leading:
+            self.last_success = time.time()  # a standby that can see the lock is healthy
 
     def healthy(self) -> bool:
         return self.last_success is not None and time.time() - self.last_success <= 3 * self.interval

@@ -12,13 +12,16 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from keysync.engine.applier import Outcome
 from keysync.engine.metrics import WatchMetrics
 from keysync.engine.session import Session
 from keysync.errors import KeysyncError
 from keysync.plan import Plan, PlanRequest, guard_code
+
+if TYPE_CHECKING:
+    from keysync.engine.leadership import Leadership
 
 FIRST_RETRY_SECONDS = 5.0
 
@@ -70,8 +73,12 @@ class Watcher:
         log: EventLog,
         metrics: WatchMetrics | None,
         stop: threading.Event,
+        leadership: Leadership | None = None,
     ) -> None:
         self._make_session = make_session
+        self._leadership = leadership  # --leader-elect: reconcile only while holding the sink's lock
+        if leadership is not None:
+            leadership.on_lost = lambda: self._round_stop.set()  # no new action once the lock is lost
         self._settings = settings
         self._log = log
         self._metrics = metrics
@@ -87,6 +94,9 @@ class Watcher:
     def run(self) -> None:
         retry = FIRST_RETRY_SECONDS
         while not self._stop.is_set() and self.fatal is None:
+            if self._leadership is not None and not self._leadership.leading():
+                self._stop.wait(self._leadership.retry_seconds)
+                continue
             if self.round():
                 retry = FIRST_RETRY_SECONDS
                 wait = self._settings.interval
@@ -100,7 +110,8 @@ class Watcher:
         summary: dict[str, Any] = {}
         session = self._make_session()
         try:
-            lock = session.sink.lock(self._settings.lock_timeout) if self._settings.apply else nullcontext()
+            locking = self._settings.apply and self._leadership is None  # a leader holds it already
+            lock = session.sink.lock(self._settings.lock_timeout) if locking else nullcontext()
             with lock:
                 summary = self._reconcile(session)
             ok = summary.pop("ok", True)
@@ -143,7 +154,7 @@ class Watcher:
         check_git(session, force=False)
         preflight(session, safe)
         self._round_stop = threading.Event()
-        if self._stop.is_set():
+        if self._stop.is_set() or (self._leadership is not None and self._leadership.lost.is_set()):
             self._round_stop.set()
         report, audit_error = execute_plan(
             session, safe, self._round_stop, self._on_outcome, self._settings.audit_log

@@ -27,6 +27,19 @@ from keysync.cli.group import EXIT_INTERRUPTED, make_options, shared_options
 @click.option("--parallelism", type=click.IntRange(1, 256), default=10, show_default=True)
 @click.option("--lock-timeout", metavar="DURATION", help="Wait this long for the sink lock each round.")
 @click.option("--bypass-rate-limit", is_flag=True, help="Send X-Coder-Bypass-Ratelimit: true (owners).")
+@click.option(
+    "--leader-elect",
+    is_flag=True,
+    help="Run several replicas: only the one holding the sink's lock reconciles, the others stand by "
+    "(kubernetes sink: a Lease).",
+)
+@click.option(
+    "--lease-duration",
+    default="15s",
+    show_default=True,
+    metavar="DURATION",
+    help="With --leader-elect: how long a leader that stopped renewing keeps the lock.",
+)
 @boundary
 def watch(
     interval: str,
@@ -37,13 +50,16 @@ def watch(
     parallelism: int,
     lock_timeout: str | None,
     bypass_rate_limit: bool,
+    leader_elect: bool,
+    lease_duration: str,
     **kwargs: Any,
 ) -> int:
     """Plan every interval, and apply with --apply; serve metrics with --listen.
 
     \b
-    Example:
+    Examples:
       keysync watch --interval 5m --apply --listen 127.0.0.1:9464
+      keysync watch --interval 5m --apply --leader-elect --lease-duration 15s
     """
     from keysync.cli.commands.applying import seconds
     from keysync.engine.metrics import WatchMetrics, serve
@@ -56,7 +72,8 @@ def watch(
     address = _host_port(listen) if listen else None
     metrics = WatchMetrics(every) if address else None
     log = EventLog(log_format)
-    watcher = Watcher(lambda: Session(options), settings, log, metrics, threading.Event())
+    leadership = _leadership(options, lease_duration, log, metrics, audit_log) if leader_elect else None
+    watcher = Watcher(lambda: Session(options), settings, log, metrics, threading.Event(), leadership)
     server = serve(metrics, *address) if metrics and address else None
     received: list[int] = []
 
@@ -71,6 +88,8 @@ def watch(
     try:
         watcher.run()
     finally:
+        if leadership is not None:
+            leadership.release()  # a standby takes over now, not once the lease expires
         if server is not None:
             server.shutdown()
     log.emit("stop", signal=signal.Signals(received[0]).name if received else "", error=watcher.fatal or "")
@@ -79,14 +98,25 @@ def watch(
     return EXIT_INTERRUPTED if received and received[0] == signal.SIGINT else 0
 
 
-def _host_port(listen: str) -> tuple[str, int]:
-    from keysync.errors import UsageError
+def _leadership(options: Any, duration: str, log: Any, metrics: Any, audit_log: Path | None) -> Any:
+    from keysync.cli.commands.applying import seconds
+    from keysync.engine.leadership import Leadership
+    from keysync.engine.session import Session
 
+    lease = seconds(duration, "--lease-duration") or 15.0
+    if lease < 1:
+        from keysync.errors import UsageError
+
+        raise UsageError(f"--lease-duration {duration}: at least 1s (renewals come every third of it)")
+    return Leadership(Session(options), lease, log, metrics, audit_log)
+
+
+def _host_port(listen: str) -> tuple[str, int]:
     host, _, port = listen.rpartition(":")
-    if not host or not port.isascii() or not port.isdigit():
+    if not host or not port.isdigit():
+        from keysync.errors import UsageError
+
         raise UsageError(f"--listen {listen!r}: use HOST:PORT, e.g. 127.0.0.1:9464")
-    if int(port) > 65535:
-        raise UsageError(f"--listen {listen[:60]!r}: port {port[:20]} is above 65535")
     return host.strip("[]"), int(port)
 
 

@@ -11,7 +11,7 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -170,8 +170,9 @@ class Renewer:
     """Renews a held lease every third of its duration from a thread; `lost` is set once it could
     not renew within two thirds of it, before the lease can expire for anyone else."""
 
-    def __init__(self, lease: Lease) -> None:
+    def __init__(self, lease: Lease, on_lost: Callable[[], None] = lambda: None) -> None:
         self._lease = lease
+        self._on_lost = on_lost
         self.lost = threading.Event()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="keysync-lease", daemon=True)
@@ -194,6 +195,7 @@ class Renewer:
             if not renewed and time.monotonic() - lease.renewed_at >= lease.duration * 2 / 3:
                 _log.warning("lost the Lease %s: could not renew it in time", lease.where)
                 self.lost.set()
+                self._on_lost()
                 return
 
 
@@ -213,3 +215,44 @@ def held(lease: Lease, timeout: float | None) -> Iterator[Renewer]:
     finally:
         renewer.stop()
         lease.release()
+
+
+class HeldLease:
+    """A lease kept across the rounds of `watch --leader-elect`: `try_hold` takes it when it can
+    and renews it from a thread until released or lost (`on_lost` is called at once then)."""
+
+    def __init__(self, lease: Lease, on_lost: Callable[[], None]) -> None:
+        self._lease = lease
+        self._on_lost = on_lost
+        self._renewer: Renewer | None = None
+
+    @property
+    def duration(self) -> float:
+        return self._lease.duration
+
+    @property
+    def identity(self) -> str:
+        return self._lease.identity
+
+    def holder(self) -> str:
+        record = self._lease.last
+        return f"{record.holder} since {record.acquired}" if record and record.holder else "nobody"
+
+    def try_hold(self) -> bool:
+        if self._renewer is not None and not self._renewer.lost.is_set():
+            return True
+        self._stop_renewing()
+        if not self._lease.try_acquire():
+            return False
+        self._renewer = Renewer(self._lease, self._on_lost)
+        self._renewer.start()
+        return True
+
+    def release(self) -> None:
+        self._stop_renewing()
+        self._lease.release()
+
+    def _stop_renewing(self) -> None:
+        if self._renewer is not None:
+            self._renewer.stop()
+            self._renewer = None

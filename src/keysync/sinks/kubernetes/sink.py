@@ -6,7 +6,7 @@ change, and the workloads that read a key rolled once its Secret changed."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import replace
@@ -21,7 +21,7 @@ from keysync.sinks.base import SinkContext
 from keysync.sinks.kubernetes import access
 from keysync.sinks.kubernetes.api import KubeApi
 from keysync.sinks.kubernetes.kubeconfig import load_access
-from keysync.sinks.kubernetes.lease import DEFAULT_DURATION, Lease, held, lease_name
+from keysync.sinks.kubernetes.lease import DEFAULT_DURATION, HeldLease, Lease, held, lease_name
 from keysync.sinks.kubernetes.rollout import Roller, Target, targets
 from keysync.sinks.kubernetes.shape import ABSENT, MANAGED_BY, MANAGER, SELECTOR, Observed, SecretShape
 
@@ -68,6 +68,10 @@ class KubernetesSink:
 
     def lease(self, duration: float = DEFAULT_DURATION) -> Lease:
         return Lease(self._api, self.namespace, self.lease_name, duration)
+
+    def leader_lock(self, duration: float, on_lost: Callable[[], None]) -> HeldLease:
+        """The lock for `watch --leader-elect`: held across rounds by the replica that leads."""
+        return HeldLease(self.lease(duration), on_lost)
 
     def read(self) -> SinkView:
         reply = self._api.call(
