@@ -11,8 +11,13 @@ from __future__ import annotations
 
 import json
 import os
+import resource
+import signal
 import subprocess
 import sys
+import threading
+import time
+import zlib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
@@ -215,13 +220,55 @@ def workdir(tmp_path: Path) -> Iterator[Path]:
     yield tmp_path
 
 
-def keysync(workdir: Path, url: str, *args: str) -> Run:
+def keysync_env(url: str) -> dict[str, str]:
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")
     env = {k: v for k, v in os.environ.items() if k in keep}
     env.update(NO_COLOR="1", CODER_URL=url, CODER_SESSION_TOKEN=TOKEN)
+    return env
+
+
+def keysync(workdir: Path, url: str, *args: str, preexec: Callable[[], None] | None = None) -> Run:
     # The timeout bounds a hang (a server that never finishes); it measures nothing.
-    done = subprocess.run([KEYSYNC, *args], cwd=workdir, env=env, capture_output=True, text=True, timeout=90)
+    done = subprocess.run(
+        [KEYSYNC, *args],
+        cwd=workdir,
+        env=keysync_env(url),
+        capture_output=True,
+        text=True,
+        timeout=90,
+        preexec_fn=preexec,
+    )
     return Run(done.returncode, done.stdout, done.stderr)
+
+
+def start_keysync(workdir: Path, url: str, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [KEYSYNC, *args],
+        cwd=workdir,
+        env=keysync_env(url),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def wait_for_line(process: subprocess.Popen[str], text: str, seconds: float) -> str:
+    """The first stderr line holding `text`; fails if none comes within `seconds`."""
+    assert process.stderr is not None
+    found: list[str] = []
+
+    def read() -> None:
+        assert process.stderr is not None
+        for line in process.stderr:
+            if text in line:
+                found.append(line)
+                return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(timeout=seconds)
+    assert found, f"no line with {text!r} on stderr within {seconds:g}s"
+    return found[0]
 
 
 def assert_one_error_line(run: Run, progress_allowed: bool = False) -> str:
@@ -304,3 +351,163 @@ def test_create_answering_garbage_fails_clearly(workdir: Path, create: Answer) -
     sink = workdir / "secrets" / "ai-gateway-keys.json"
     assert not sink.exists() or FAKE_SECRET not in sink.read_text(), "keysync stored an unusable secret"
     assert_no_leaks(run, FAKE_SECRET)
+
+
+# --- servers that take forever, bombs, and fields that must not be trusted (issue 18) ------
+
+
+def trickle(handler: BaseHTTPRequestHandler, status: int = 200, body: bytes = b"[]") -> None:
+    """A whole answer, one byte every 0.3 s: no single read ever waits long enough to time out."""
+    head = f"HTTP/1.1 {status} OK\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
+    try:
+        for byte in head.encode() + body:
+            handler.wfile.write(bytes([byte]))
+            handler.wfile.flush()
+            if server_stopping(handler):
+                return
+            time.sleep(0.3)
+    except OSError:
+        pass  # keysync hung up: what we want
+    handler.close_connection = True
+
+
+def server_stopping(handler: BaseHTTPRequestHandler) -> bool:
+    return bool(getattr(handler.server, "stopping", False))
+
+
+def stop_trickling(server: HostileServer) -> None:
+    server._httpd.stopping = True  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("command", [["plan"], ["apply", "--auto-approve"], ["status"]])
+def test_a_server_sending_a_byte_at_a_time_is_bounded_by_the_timeout(
+    workdir: Path, command: list[str]
+) -> None:
+    with HostileServer(trickle) as server:
+        run = keysync(workdir, server.url, *command, "--timeout", "1")
+        stop_trickling(server)
+    line = assert_one_error_line(run, progress_allowed=True)
+    assert COLLECTION in line and "timeout" in line, line
+    assert server.writes() == []
+    assert_no_leaks(run)
+
+
+def test_watch_is_not_hung_by_a_server_sending_a_byte_at_a_time(workdir: Path) -> None:
+    with HostileServer(trickle) as server:
+        watch = start_keysync(workdir, server.url, "watch", "--interval", "1h", "--timeout", "1")
+        try:
+            failed_round = wait_for_line(watch, '"result": "failure"', seconds=30)
+        finally:
+            watch.send_signal(signal.SIGTERM)
+            watch.communicate(timeout=30)
+        stop_trickling(server)
+    assert "timeout" in failed_round, failed_round
+
+
+def test_an_interrupt_ends_an_apply_stuck_on_a_slow_create(workdir: Path) -> None:
+    (workdir / "keysync.yaml").write_text("version: 1\nkeys:\n  - alpha\n")
+    posted = threading.Event()
+
+    def slow_create(handler: BaseHTTPRequestHandler) -> None:
+        posted.set()
+        trickle(
+            handler, 201, json.dumps({**LISTED, "key": FAKE_SECRET, "key_prefix": FAKE_SECRET[:11]}).encode()
+        )
+
+    with HostileServer(empty_list, slow_create) as server:
+        apply = start_keysync(workdir, server.url, "apply", "--auto-approve", "--timeout", "600")
+        assert posted.wait(timeout=30), "apply never sent its create"
+        apply.send_signal(signal.SIGINT)
+        try:
+            _, stderr = apply.communicate(timeout=20)  # the grace is 2 s; without it, 600 s
+        finally:
+            apply.kill()
+            stop_trickling(server)
+    assert apply.returncode == 130, stderr
+    assert "Traceback" not in stderr and "internal error" not in stderr, stderr
+    assert TOKEN not in stderr and FAKE_SECRET not in stderr
+
+
+def gzip_bomb(size: int, prefix: bytes = b"[") -> bytes:
+    """`prefix` and `size` bytes of spaces, gzipped twice: a few KiB on the wire. The inner
+    layer repeats one fully flushed deflate block, so building it costs nothing (its checksum
+    is wrong, which only a reader who inflated all of it would find out)."""
+    spaces = b" " * (1 << 20)
+    inner = zlib.compressobj(9, zlib.DEFLATED, 31)
+    head = inner.compress(prefix) + inner.compress(spaces) + inner.flush(zlib.Z_FULL_FLUSH)
+    block = inner.compress(spaces) + inner.flush(zlib.Z_FULL_FLUSH)
+    outer = zlib.compressobj(9, zlib.DEFLATED, 31)
+    return outer.compress(head + block * (size >> 20)) + outer.flush()
+
+
+def bomb(handler: BaseHTTPRequestHandler) -> None:
+    body = gzip_bomb(4 << 30)
+    handler.send_response(200)
+    handler.send_header("Content-Type", "application/json; charset=utf-8")
+    handler.send_header("Content-Encoding", "gzip, gzip")
+    handler.send_header("Content-Length", str(len(body)))
+    handler.end_headers()
+    handler.wfile.write(body)
+
+
+def deeply_nested_error(handler: BaseHTTPRequestHandler) -> None:
+    send(handler, 401, b'{"message": ' + b"[" * 200_000 + b"]" * 200_000 + b"}", "application/json")
+
+
+def deeply_nested_list(handler: BaseHTTPRequestHandler) -> None:
+    send(handler, 200, b"[" * 200_000 + b"]" * 200_000, "application/json")
+
+
+def limit_memory() -> None:
+    # 4 GiB inflated in memory would not fit: a reader that decodes before it counts dies of
+    # MemoryError instead of saying one line.
+    resource.setrlimit(resource.RLIMIT_AS, (3 << 30, 3 << 30))
+
+
+@pytest.mark.parametrize(
+    "answer",
+    [bomb, deeply_nested_error, deeply_nested_list],
+    ids=["gzip-gzip-bomb", "nested-error", "nested-list"],
+)
+def test_answers_are_bounded_after_decoding_and_in_nesting(workdir: Path, answer: Answer) -> None:
+    with HostileServer(answer) as server:
+        run = keysync(workdir, server.url, "plan", preexec=limit_memory)
+    line = assert_one_error_line(run)
+    assert "MemoryError" not in run.stderr and "RecursionError" not in run.stderr
+    assert "coderd" in line and len(line) <= MAX_LINE, line
+
+
+def listing(**overrides: str) -> Answer:
+    def answer(handler: BaseHTTPRequestHandler) -> None:
+        send_json(handler, 200, [{**LISTED, "name": "gone", **overrides}])
+
+    return answer
+
+
+HOSTILE_FIELDS = {
+    "id-escapes-the-path": {"id": "../../../users/me"},
+    "id-not-a-uuid": {"id": "7d3c1f0e"},
+    "name-with-a-newline": {"name": "gone\n"},
+    "name-with-escapes": {"name": "gone\x1b[2J"},
+    "prefix-with-escapes": {"key_prefix": "\x1b[2J\r\nkeysync"},
+    "prefix-too-short": {"key_prefix": "abcdefghi"},
+    "time-without-zone": {"created_at": "2024-01-01T00:00:00"},
+}
+
+
+@pytest.mark.parametrize("fields", HOSTILE_FIELDS.values(), ids=HOSTILE_FIELDS.keys())
+@pytest.mark.parametrize(
+    "command", [["plan", "--format", "markdown"], ["apply", "--auto-approve"], ["status"]]
+)
+def test_every_listed_field_is_checked_before_use(
+    workdir: Path, fields: dict[str, str], command: list[str]
+) -> None:
+    # "gone" is not in the manifest: an unchecked list would have apply delete it.
+    with HostileServer(listing(**fields)) as server:
+        run = keysync(workdir, server.url, *command)
+    line = assert_one_error_line(run)
+    assert "listed" in line and ("gone" in line or "key listed" in line or "1st key" in line), line
+    assert "\x1b" not in run.stdout + run.stderr and "\r" not in run.stdout + run.stderr
+    assert server.writes() == [], "keysync acted on a key it could not trust"
+    assert all(seen.path.startswith("/api/v2/") for seen in server.seen)
+    assert_no_leaks(run)

@@ -192,7 +192,7 @@ class CoderClient:
     def _send(
         self, method: str, path: str, *, idempotent: bool, payload: Any = None
     ) -> tuple[httpx.Response, bytes]:
-        attempt = limited = 0
+        attempt = limited = timeouts = 0
         waited = 0.0
         refused: e.ApiError | None = None  # the last 429, raised if the limit outlasts the budget
         while True:
@@ -213,10 +213,14 @@ class CoderClient:
                     f"cannot reach {self.url}{self._wire.route}: {self._reason(exc)}"
                 )
             except httpx.RequestError as exc:
+                reason = self._timed_out() if isinstance(exc, httpx.TimeoutException) else self._reason(exc)
                 if not idempotent:
-                    raise e.OutcomeUnknownError(f"{method} {path}: no answer ({self._reason(exc)})") from None
+                    raise e.OutcomeUnknownError(f"{method} {path}: no answer ({reason})") from None
                 self._raise_if_hopeless(exc, method, path)
-                failure = e.TransportError(f"{method} {path}: {self._reason(exc)}")
+                failure = e.TransportError(f"{method} {path}: {reason}")
+                timeouts += isinstance(exc, httpx.TimeoutException)
+                if timeouts > 1:  # a server this slow will not be quicker a third time
+                    raise failure from None
             else:
                 status = response.status_code
                 self._pace.observe(path, response.headers, limited=status == 429)
@@ -274,6 +278,11 @@ class CoderClient:
 
     def _reason(self, exc: Exception) -> str:
         return _clean(_reason(exc), self._settings.token)
+
+    def _timed_out(self) -> str:
+        if requests_interrupted():
+            return "ended, keysync was interrupted"
+        return f"no complete answer within the timeout ({self._settings.timeout:g}s, --timeout)"
 
 
 def _wait_log(seconds: float, message: str, *args: object) -> None:

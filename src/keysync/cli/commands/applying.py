@@ -155,9 +155,12 @@ def _stop_on_signals(stop: threading.Event) -> Iterator[None]:
     """The first SIGINT or SIGTERM lets in-flight actions finish and starts no new ones."""
 
     def handler(signum: int, frame: Any) -> None:
+        from keysync.transport.deadline import interrupt_requests
+
         if not stop.is_set():
             console.err("keysync: interrupted: finishing the actions in flight, starting no new ones")
         stop.set()
+        interrupt_requests()  # a request stuck on a slow server ends after a short grace
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

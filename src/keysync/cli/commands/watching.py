@@ -78,8 +78,11 @@ def watch(
     received: list[int] = []
 
     def handler(signum: int, frame: Any) -> None:
+        from keysync.transport.deadline import interrupt_requests
+
         received.append(signum)
         watcher.interrupt()
+        interrupt_requests()  # a request stuck on a slow server ends after a short grace
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, handler)
