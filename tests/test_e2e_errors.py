@@ -4,10 +4,13 @@ never the token, and changes nothing.
 
 from __future__ import annotations
 
+import copy
+import json
 import re
 import socket
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -269,3 +272,95 @@ def test_a_corrupt_sink_file_is_reported_not_overwritten(cli: Cli, dev_server: D
         assert str(SINK) in line
     assert (cli.cwd / SINK).read_text() == "this is not json\n"
     assert live_keys(dev_server) == {}
+
+
+# Odd inputs: one line each, never "internal error"
+
+
+def test_a_duration_over_100_years_in_the_manifest_is_a_validation_error(cli: Cli) -> None:
+    cli.write_manifest("version: 1\npolicy:\n  rotate_after: 99999999999999999999999d\nkeys: [alpha]\n")
+    line = assert_one_line_error(cli("validate"))
+    assert "keysync.yaml:3: policy.rotate_after: '99999999999999999999999d' is more than 100 years" in line
+
+    cli.write_manifest("version: 1\nkeys:\n  - name: alpha\n    rotate_after: 5300w\n")
+    line = assert_one_line_error(cli("plan"))
+    assert "keysync.yaml:4: keys[0].rotate_after: '5300w' is more than 100 years" in line
+
+
+@pytest.mark.parametrize(
+    ("args", "expected"),
+    [
+        (("apply", "--auto-approve", "--lock-timeout", "99999999999999999999w"), "--lock-timeout: "),
+        (("apply", "--auto-approve", "--lock-timeout", "36526d"), "is more than 100 years"),
+        (("watch", "--interval", "9" * 400 + "s"), "--interval: "),
+        (("watch", "--listen", "127.0.0.1:65536"), "port 65536 is above 65535"),
+        (("watch", "--listen", "127.0.0.1:99999999999999999999999"), "is above 65535"),
+        (("plan", "--timeout", "inf"), "--timeout"),
+        (("plan", "--timeout", "nan"), "nan is not a number of seconds"),
+        (("plan", "--timeout", "1e400"), "--timeout"),
+        (("plan", "--url", "https://a..b"), "'a..b' is not a valid host name"),
+        (("plan", "--url", "https://xn--.example"), "is not a valid host name"),
+        (("plan", "--url", f"https://{'a' * 64}.example"), "is not a valid host name"),
+    ],
+)
+def test_odd_command_line_values_are_one_usage_error(
+    cli: Cli, dev_server: DevServer, args: tuple[str, ...], expected: str
+) -> None:
+    cli.write_manifest(MANIFEST)
+
+    line = assert_one_line_error(cli(*args))
+
+    assert expected in line
+    assert live_keys(dev_server) == {}
+
+
+def damage(document: dict[str, Any], how: str) -> str:
+    """The saved plan's text, damaged in one way."""
+    if how == "truncated":
+        return json.dumps(document)[:120]
+    if how == "deeply nested":
+        return "[" * 100_000
+    changed = copy.deepcopy(document)
+    if how == "targets not a list":
+        changed["targets"] = 5
+    elif how == "stale_records of mixed types":
+        changed["stale_records"] = [1, "alpha"]
+    elif how == "an action not an object":
+        changed["actions"][0] = ["create", "alpha"]
+    elif how == "a number for a name":
+        changed["actions"][0]["name"] = 7
+    elif how == "snapshot records not objects":
+        changed["snapshot"]["live"] = {"alpha": [1, 2]}
+    elif how == "the plan wrapped in a list":
+        return json.dumps([changed])
+    elif how == "control characters in an id":
+        changed["snapshot"]["live"]["alpha"]["id"] = "\x1b[2J\x1b]0;owned\x07"
+    return json.dumps(changed)
+
+
+DAMAGES = {
+    "truncated": "not a readable keysync plan",
+    "deeply nested": "nested too deeply",
+    "targets not a list": "targets: not a list of strings",
+    "stale_records of mixed types": "stale_records: not a list of strings",
+    "an action not an object": "actions[0]: not an object",
+    "a number for a name": "actions[0].name: not a string",
+    "snapshot records not objects": "snapshot.live.alpha: not an object of strings",
+    "the plan wrapped in a list": "not a keysync plan (format_version 1)",
+    "control characters in an id": "snapshot.live.alpha.id: holds a control character",
+}
+
+
+def test_a_damaged_plan_file_is_one_line_and_changes_nothing(cli: Cli, dev_server: DevServer) -> None:
+    cli.write_manifest(MANIFEST)
+    assert cli("apply", "--auto-approve").code == 0
+    before = live_keys(dev_server)
+    assert cli("plan", "--replace", "alpha", "--out", "plan.json").code == 0
+    document = json.loads((cli.cwd / "plan.json").read_text())
+
+    for how, expected in DAMAGES.items():
+        (cli.cwd / "damaged.json").write_text(damage(document, how))
+        line = assert_one_line_error(cli("apply", "damaged.json"))
+        assert line.startswith("keysync: error: damaged.json: ") and expected in line, (how, line)
+        assert "\x1b" not in line
+    assert live_keys(dev_server) == before
