@@ -511,3 +511,57 @@ def test_every_listed_field_is_checked_before_use(
     assert server.writes() == [], "keysync acted on a key it could not trust"
     assert all(seen.path.startswith("/api/v2/") for seen in server.seen)
     assert_no_leaks(run)
+
+
+# --- the vault sink's HTTP client: the same bounds ------------------------------------------
+
+VAULT_TOKEN = "hvs.HostileVaultTokenNeverShown0123"
+
+
+class HostileVault:
+    """Answers every Vault request (GET, LIST, POST) with `answer`."""
+
+    def __init__(self, answer: Answer) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                answer(self)
+
+            do_POST = do_PUT = do_LIST = do_GET
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._httpd = QuietServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._httpd.server_port}"
+
+    def __enter__(self) -> HostileVault:
+        self._httpd.serve_in_background()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._httpd.stopping = True  # type: ignore[attr-defined]
+        self._httpd.stop()
+
+
+@pytest.mark.parametrize(
+    "answer", [bomb, trickle, deeply_nested_list], ids=["gzip-gzip-bomb", "trickle", "nested"]
+)
+def test_the_vault_sink_is_bounded_like_the_coder_client(workdir: Path, answer: Answer) -> None:
+    (workdir / "keysync.yaml").write_text("version: 1\nsink:\n  type: vault\nkeys:\n  - alpha\n")
+    with HostileServer(empty_list) as coder, HostileVault(answer) as vault:
+        env = {**keysync_env(coder.url), "VAULT_ADDR": vault.url, "VAULT_TOKEN": VAULT_TOKEN}
+        done = subprocess.run(
+            [KEYSYNC, "plan", "--timeout", "1"],
+            cwd=workdir,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=90,
+            preexec_fn=limit_memory,
+        )
+    run = Run(done.returncode, done.stdout, done.stderr)
+    line = assert_one_error_line(run, progress_allowed=True)
+    assert "vault" in line, line
+    assert "MemoryError" not in run.stderr and "RecursionError" not in run.stderr
+    assert VAULT_TOKEN not in run.stdout + run.stderr

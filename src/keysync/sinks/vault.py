@@ -31,8 +31,11 @@ from keysync.names import name_problem
 from keysync.secret import Secret, header_safe, mask
 from keysync.sinks.base import SinkContext
 from keysync.sinks.vault_lock import LOCK_LEAF, VaultLock
+from keysync.transport.answers import AnswerError, parse_json, read_body
+from keysync.transport.deadline import bounded_client, deadline
 
 _READ_THREADS = 8
+_MAX_ANSWER = 16 << 20  # decoded; Vault's biggest answer here, a LIST, is far smaller
 _PROBE_NAME = "keysync-preflight"
 _DATA_CAPABILITIES = ("create", "update", "read")
 _METADATA_CAPABILITIES = ("update", "delete")
@@ -104,11 +107,13 @@ class VaultApi:
         )
         self._login_lock = threading.Lock()
         headers = {"X-Vault-Namespace": self.namespace} if self.namespace else {}
-        self._client = httpx.Client(
-            base_url=f"{self.address}/v1/",
-            headers=headers,
-            timeout=context.timeout,
-            verify=_tls_context(context.resolve(ca_cert)) if ca_cert else True,
+        self._client = bounded_client(  # every request held to the deadline, proxies included
+            httpx.Client(
+                base_url=f"{self.address}/v1/",
+                headers=headers,
+                timeout=context.timeout,
+                verify=_tls_context(context.resolve(ca_cert)) if ca_cert else True,
+            )
         )
 
     def call(
@@ -151,10 +156,18 @@ class VaultApi:
     ) -> Reply:
         headers = {"X-Vault-Token": token.reveal()} if token else {}
         try:
-            response = self._client.request(method, path, json=body, params=params, headers=headers)
+            with deadline(self._timeout):  # the whole request, however slowly its bytes arrive
+                request = self._client.build_request(method, path, json=body, params=params, headers=headers)
+                response = self._client.send(request, stream=True)
+                try:
+                    content = read_body(response, _MAX_ANSWER)
+                finally:
+                    response.close()
         except httpx.HTTPError as exc:
             raise self._error(doing, path, self._transport_reason(exc), secrets) from None
-        return _reply(response)
+        except AnswerError as exc:
+            raise self._error(doing, path, f"Vault {exc}", secrets) from None
+        return _reply(response.status_code, content)
 
     def _error(self, doing: str, path: str, reason: str, secrets: Sequence[Secret]) -> SinkError:
         where = f"vault {self.address}" + (f" (namespace {self.namespace})" if self.namespace else "")
@@ -470,16 +483,16 @@ def _caused_by_tls(exc: BaseException) -> bool:
     return False
 
 
-def _reply(response: httpx.Response) -> Reply:
+def _reply(status: int, content: bytes) -> Reply:
     try:
-        document = response.json()
-    except ValueError:
+        document = parse_json(content)  # bounded in nesting: never a RecursionError
+    except AnswerError:
         document = None
     if not isinstance(document, dict):
         document = {}
     data, errors, auth = document.get("data"), document.get("errors"), document.get("auth")
     return Reply(
-        response.status_code,
+        status,
         data if isinstance(data, dict) else {},
         [" ".join(str(error).split()) for error in errors] if isinstance(errors, list) else [],
         auth if isinstance(auth, dict) else {},
