@@ -9,9 +9,11 @@ import subprocess
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from test_e2e_core import run_on_a_terminal
 
 from keysync.adoption import export_document, export_yaml, imported_record, is_key_shaped
 from keysync.devserver import DevServer, DevServerConfig
@@ -33,10 +35,10 @@ def sink_secrets(cli: Cli) -> dict[str, str]:
     return {name: record["key"] for name, record in json.loads(path.read_text())["keys"].items()}
 
 
-def plan_json(cli: Cli, *args: str) -> dict[str, object]:
+def plan_json(cli: Cli, *args: str) -> dict[str, Any]:
     run = cli("plan", "--format", "json", *args)
     assert run.code == 0, run
-    document: dict[str, object] = json.loads(run.stdout)
+    document: dict[str, Any] = json.loads(run.stdout)
     return document
 
 
@@ -207,6 +209,16 @@ def test_import_refuses_a_secret_of_another_key_and_writes_nothing(cli: Cli, dev
     assert all(secret[:12] not in said(cli) for secret in secrets.values())
 
 
+def test_import_refuses_a_terminal_as_stdin(cli: Cli, dev_server: DevServer) -> None:
+    adopted(cli, dev_server, "alpha")
+
+    run = run_on_a_terminal(cli, "", "import", "alpha")
+
+    assert run.code == 1, run
+    assert "not from a terminal" in run.stderr and "keysync import alpha <" in run.stderr
+    assert not (cli.cwd / SINK).exists()
+
+
 def test_import_takes_no_secret_as_an_argument(cli: Cli, dev_server: DevServer) -> None:
     secrets = adopted(cli, dev_server, "alpha")
 
@@ -264,7 +276,7 @@ def test_hand_made_look_alike_generations_are_plain_deletes_naming_the_key(
     assert "- delete edge-r7  (not-in-manifest)  destroys live key edge-r7" in text.stdout
     assert "replace" not in text.stdout.replace("0 to replace", "")
     assert "| `edge-r7` |" in markdown.stdout
-    assert {(a["action"], a["live_name"], a["key_prefix"]) for a in document["actions"]} == {  # type: ignore[index,union-attr]
+    assert {(a["action"], a["live_name"], a["key_prefix"]) for a in document["actions"]} == {
         ("delete", "edge-r2", r2["key_prefix"]),
         ("delete", "edge-r7", r7["key_prefix"]),
     }
@@ -309,7 +321,7 @@ def test_plan_warns_when_coder_url_overrides_the_manifest(cli: Cli, dev_server: 
         f"CODER_URL ({dev_server.url}) overrides the manifest's coderd.url (https://coder-prod.example.com)"
     )
     assert f"Warning: {warning}" in run.stdout
-    assert any(warning in w for w in document["warnings"])  # type: ignore[attr-defined]
+    assert any(warning in w for w in document["warnings"])
 
 
 # --- the README walkthrough ----------------------------------------------------------------------
