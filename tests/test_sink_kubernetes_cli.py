@@ -242,3 +242,24 @@ def test_deletes_remove_secrets_and_stale_ones_are_cleaned_up(
     assert run.code == 0, run
     assert live_keys(dev_server) == {}
     assert emu.secret(NS, "alpha") is None and emu.secret(NS, "beta") is None
+
+
+def test_moving_from_a_file_sink_imports_the_held_secrets_without_rotating(
+    kube: Cli, emu: KubeEmu, dev_server: DevServer
+) -> None:
+    kube.write_manifest('version: 1\nsink:\n  type: file\n  path: old.json\nkeys: ["alpha", "beta"]\n')
+    assert kube("apply", "--auto-approve").code == 0
+    held = json.loads((kube.cwd / "old.json").read_text())["keys"]
+    before = {name: key["id"] for name, key in live_keys(dev_server).items()}
+    kube.write_manifest(manifest(["alpha", "beta"]))
+
+    for name in ("alpha", "beta"):
+        run = kube("import", name, input=held[name]["key"])
+        assert run.code == 0, run
+    refused = kube("import", "alpha", input="sk-not-the-live-key-000000")
+
+    assert refused.code == 1, refused
+    assert plan_actions(kube) == []
+    assert {name: key["id"] for name, key in live_keys(dev_server).items()} == before
+    assert emu.secret_value(NS, "alpha") == held["alpha"]["key"]
+    assert_no_token_shown(kube, held["alpha"]["key"], held["beta"]["key"])

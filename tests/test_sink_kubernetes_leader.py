@@ -122,3 +122,27 @@ def test_a_leader_that_cannot_renew_steps_down_before_its_lease_expires(
         assert states == ["leader", "error", "standby"]
     finally:
         leadership.release()
+
+
+def test_a_watch_outlives_the_rotation_of_its_service_account_token(
+    kube: Cli, emu: KubeEmu, dev_server: DevServer, watches: Watches, tmp_path: Path
+) -> None:
+    token = tmp_path / "token"
+    token.write_text("bound-token-1")
+    emu.add_user("system:serviceaccount:coder-ai-gateway:keysync", "bound-token-1")
+    kube.env["KUBECONFIG"] = str(
+        emu.kubeconfig(tmp_path / "sa-config", namespace=NS, user={"tokenFile": str(token)})
+    )
+    watch = watches.start(kube.cwd, kube.env, "--apply", "--leader-elect", "--lease-duration", "2s")
+    watch.until(lambda: len(live_keys(dev_server)) == 2, "both keys")
+
+    token.write_text("bound-token-2")  # the kubelet rotates the token; the old one stops working
+    del emu.tokens["bound-token-1"]
+    emu.add_user("system:serviceaccount:coder-ai-gateway:keysync", "bound-token-2")
+    delete_out_of_band(dev_server, live_keys(dev_server)["beta"]["id"])
+
+    watch.until(lambda: "beta" in live_keys(dev_server) and emu.secret_value(NS, "beta"), "beta healed")
+    value = emu.secret_value(NS, "beta")
+    assert value is not None and value[:11] == live_keys(dev_server)["beta"]["key_prefix"]
+    assert leading(watch)
+    assert "bound-token" not in watch.log()
