@@ -363,3 +363,14 @@ def test_the_readme_adoption_walkthrough_runs_start_to_finish(tmp_path: Path) ->
     assert records["gateway-us-east"]["key"] == held
     assert records["gateway-eu-west"]["key"][:11] == after["gateway-eu-west"]["key_prefix"]
     assert held[:12] not in done.stdout + done.stderr
+
+
+def test_apply_asks_with_the_target_named_and_the_override_warned(cli: Cli, dev_server: DevServer) -> None:
+    cli.write_manifest("version: 1\ncoderd:\n  url: https://coder-prod.example.com\nkeys: [alpha]\n")
+
+    declined = run_on_a_terminal(cli, "no\n", "apply")
+
+    assert declined.code == 1, declined
+    assert f"Target: {dev_server.url} (from CODER_URL)" in declined.stderr
+    assert "overrides the manifest's coderd.url (https://coder-prod.example.com)" in declined.stderr
+    assert live_keys(dev_server) == {}

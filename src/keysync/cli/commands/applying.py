@@ -7,6 +7,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -93,10 +94,10 @@ def _apply_locked(
     from keysync.engine.execution import preflight
     from keysync.errors import KeysyncError
     from keysync.plandoc import check_saved_actions, check_saved_plan
-    from keysync.render import render_text
+    from keysync.render import render_text, target_line
 
     snapshot = session.snapshot(request)
-    plan = snapshot.plan
+    plan = replace(snapshot.plan, warnings=[*session.url_warnings(), *snapshot.plan.warnings])
     if saved is not None:
         check_saved_plan(saved, snapshot.world)
         check_saved_actions(saved, plan)
@@ -116,7 +117,9 @@ def _apply_locked(
     plan.raise_if_unsafe(force)
     if not approved:
         _require_terminal()
-        console.err(render_text(plan, snapshot.now, console.color_enabled_err(session.options.no_color)))
+        color = console.color_enabled_err(session.options.no_color)
+        target = target_line(session.coderd_url, session.url_source)
+        console.err(render_text(plan, snapshot.now, color, target))
         _confirm()
     preflight(session, plan)
     return _execute(session, plan, audit_path)
