@@ -17,6 +17,7 @@ import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -218,6 +219,36 @@ def test_tls_certificate_for_another_host_is_refused(workdir: Path, ca: trustme.
     assert "certificate" in line.lower() or "hostname" in line.lower(), line
     assert coder.seen == []
     assert_no_leaks(run)
+
+
+def test_an_expired_certificate_is_said_to_be_expired(workdir: Path, ca: trustme.CA, ca_file: Path) -> None:
+    """--ca-cert cannot mend an expired certificate: the hint must not send the user there."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    expired = datetime.now(UTC) - timedelta(days=1)
+    ca.issue_cert("127.0.0.1", not_before=expired - timedelta(days=30), not_after=expired).configure_cert(
+        context
+    )
+    with FakeCoder(tls=context) as coder:
+        run = keysync(workdir, "plan", "--ca-cert", str(ca_file), url=coder.url)
+    line = assert_one_error_line(run)
+    assert "expired" in line, line
+    assert "--ca-cert" not in line, line
+    assert coder.seen == []
+    assert_no_leaks(run)
+
+
+def test_an_untrusted_certificate_suggests_ca_cert(workdir: Path, ca: trustme.CA) -> None:
+    with FakeCoder(tls=tls_server_context(ca, "127.0.0.1")) as coder:
+        run = keysync(workdir, "plan", url=coder.url)
+    line = assert_one_error_line(run)
+    assert "not trusted" in line and "--ca-cert" in line, line
+
+
+def test_a_certificate_for_another_host_says_so(workdir: Path, ca: trustme.CA, ca_file: Path) -> None:
+    with FakeCoder(tls=tls_server_context(ca, "coder.example.com")) as coder:
+        run = keysync(workdir, "plan", "--ca-cert", str(ca_file), url=coder.url)
+    line = assert_one_error_line(run)
+    assert "another host name" in line and "--ca-cert" not in line, line
 
 
 # --- plain http ---------------------------------------------------------------------------

@@ -6,7 +6,8 @@ import ssl
 from dataclasses import dataclass
 
 # OpenSSL's X509_V_ERR_* codes that a private CA (--ca-cert, ca_cert) cannot fix.
-_EXPIRED, _NOT_YET_VALID, _HOSTNAME_MISMATCH = 10, 9, 62
+_EXPIRED, _NOT_YET_VALID = 10, 9
+_NAME_MISMATCH = (62, 64)  # host name, IP address
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,6 @@ def _describe(error: ssl.SSLCertVerificationError) -> CertificateProblem:
         return CertificateProblem(
             f"the server's TLS certificate is not valid yet ({said}); check this machine's clock", False
         )
-    if error.verify_code == _HOSTNAME_MISMATCH or "hostname" in said.lower():
+    if error.verify_code in _NAME_MISMATCH or "mismatch" in said.lower():
         return CertificateProblem(f"the server's TLS certificate is for another host name ({said})", False)
     return CertificateProblem(f"the server's TLS certificate is not trusted ({said})", True)
