@@ -251,6 +251,8 @@ def test_a_delivery_never_confirmed_shows_as_secret_missing_and_is_replaced(
     assert (actions["victim"]["action"], actions["victim"]["reason"]) == ("replace", "secret-missing")
     assert actions["victim"]["id"] == victim["id"]
     assert actions.get("steady", {}).get("reason", "secret-missing") == "secret-missing"
+    rows = {row["name"]: row["sink"] for row in json.loads(cli("status", "--format", "json").stdout)["keys"]}
+    assert rows["victim"] == "missing"
 
     (cli.cwd / "accept").touch()
     healed = cli("apply", "--auto-approve")

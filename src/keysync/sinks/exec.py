@@ -64,7 +64,10 @@ class ExecSink:
                 self._executable(command[0])
         self._journal.delivered()  # a damaged journal shows before anything is changed
         journal = self._journal.path
-        probe_writable(journal.parent, size_of(journal) + record_size(self._context.coderd_url))
+        try:
+            probe_writable(journal.parent, size_of(journal) + record_size(self._context.coderd_url))
+        except SinkError as exc:
+            raise SinkError(f"exec sink: its journal {journal} cannot be written: {exc}") from None
 
     def prepare(self, actions: Sequence[Action]) -> dict[str, str]:
         """Journals, before any key is touched, the names this apply hands over that the journal
