@@ -30,6 +30,7 @@ from keysync.manifest.sinks import VaultAuthConfig, VaultSinkConfig
 from keysync.names import name_problem
 from keysync.secret import Secret, header_safe, mask
 from keysync.sinks.base import SinkContext
+from keysync.sinks.durable import probe_record
 from keysync.sinks.vault_lock import LOCK_LEAF, VaultLock
 from keysync.transport.answers import AnswerError, parse_json, read_body
 from keysync.transport.deadline import bounded_client, deadline
@@ -249,7 +250,13 @@ class VaultSink:
         return SinkView({entry.name: entry for _, entry in found if entry is not None})
 
     def check_writable(self) -> None:
-        self.check_ready()  # every check is read-only already
+        self.check_ready()
+        # Capabilities do not prove Vault takes a write (sealed, full storage, a quota): a record
+        # of real size is written at the probe path and removed, before anything is destroyed.
+        path = self._template.path(_PROBE_NAME)
+        body = {"data": probe_record(self._url).document()}
+        self._api.call("POST", self._data(path), "writing the preflight probe at", body=body)
+        self._api.call("DELETE", self._metadata(path), "deleting the preflight probe at", allow=(404,))
 
     def check_ready(self) -> None:
         self._check_token()
