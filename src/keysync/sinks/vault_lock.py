@@ -138,13 +138,15 @@ class VaultLock:
         }
 
     def _held_message(self, holder: dict[str, Any], timeout: float | None) -> str:
-        who = (
-            f"process {holder.get('pid')} on {holder.get('host')} since {holder.get('since')}"
-            if holder.get("pid")
-            else "another apply"
-        )
+        pid, host, since = (_shown(holder.get(field)) for field in ("pid", "host", "since"))
+        who = f"process {pid} on {host} since {since}" if holder.get("pid") else "another apply"
         waited = f" (waited {timeout:g}s)" if timeout else ""
         return (
             f"vault {self._api.address}: the sink lock {self.path} is held by {who}{waited}; "
             "wait for it to finish, or pass --lock-timeout DURATION to wait"
         )
+
+
+def _shown(value: Any) -> str:
+    """A field another apply wrote, fit for one line of an error message."""
+    return "".join(c for c in str(value) if c.isprintable())[:64]
