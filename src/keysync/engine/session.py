@@ -161,10 +161,14 @@ class Session:
         return Snapshot(live, view, plan, world, now)
 
     def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-        if self._sink is not None:
-            self._sink.close()
+        """Closes the sink even when closing the client fails: a sink left open keeps its flusher
+        thread, and with it the round's secrets (watch opens a session every round)."""
+        try:
+            if self._client is not None:
+                self._client.close()
+        finally:
+            if self._sink is not None:
+                self._sink.close()
 
 
 def read_token(token_file: Path | None, token_env: str = DEFAULT_TOKEN_ENV) -> Secret:
