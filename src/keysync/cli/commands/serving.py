@@ -101,6 +101,9 @@ def dev_server(
     \b
     Example:
       keysync dev-server --port 7080 --token dev-token --latency-ms 20
+    \b
+    A gateway replica, to connect with one of its keys (reads the file once):
+      python -m keysync.devserver.replica --url http://127.0.0.1:7080 --key-file KEYFILE
     """
     from keysync.devserver import DevServerConfig, run
     from keysync.errors import UsageError
