@@ -11,6 +11,8 @@ import json
 import os
 import pwd
 import socket
+import subprocess
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -18,10 +20,10 @@ from typing import Any
 import pytest
 
 from keysync import __version__
-from keysync.devserver import DevServer
+from keysync.devserver import DevServer, DevServerConfig
 
 from coderlive import create_out_of_band, delete_out_of_band, live_keys
-from conftest import OWNER_TOKEN, Cli
+from conftest import KEYSYNC, OWNER_TOKEN, Cli
 
 SINK = Path("secrets/ai-gateway-keys.json")
 SHA256_HEX = 64
@@ -170,3 +172,54 @@ def test_a_failed_audit_write_fails_the_run_and_keeps_what_was_done(cli: Cli, de
     assert {name: key["id"] for name, key in live.items()} == {n: r["id"] for n, r in records.items()}
     for name, key in live.items():
         assert records[name]["key"][:11] == key["key_prefix"]
+
+
+# --- when stdout or stderr goes away mid-apply ----------------------------------------------------
+
+
+@pytest.fixture
+def slow_server() -> Iterator[DevServer]:
+    """Each request takes a while, so that a reader can go away while the apply runs."""
+    with DevServer(DevServerConfig(port=0, token=OWNER_TOKEN, latency_ms=60)) as server:
+        yield server
+
+
+def start_apply(cli: Cli, server: DevServer, count: int, **streams: Any) -> subprocess.Popen[str]:
+    cli.env["CODER_URL"] = server.url
+    cli.write_manifest("version: 1\nkeys: [" + ", ".join(f"key-{i}" for i in range(count)) + "]\n")
+    args = ["apply", "--auto-approve", "--parallelism", "1", "--audit-log", "audit.jsonl"]
+    return subprocess.Popen([KEYSYNC, *args], cwd=cli.cwd, env=cli.env, text=True, **streams)
+
+
+def test_a_log_collector_gone_from_stderr_mid_apply_skips_no_audit_line(
+    cli: Cli, slow_server: DevServer
+) -> None:
+    with (cli.cwd / "stdout").open("w") as stdout:
+        process = start_apply(cli, slow_server, 6, stdout=stdout, stderr=subprocess.PIPE)
+        assert process.stderr is not None
+        first = process.stderr.readline()
+        process.stderr.close()  # the collector goes away: every later write to stderr is EPIPE
+        code = process.wait(timeout=60)
+
+    assert first.startswith("[1/6]"), first
+    assert code == 1, "a run whose log was lost does not claim success"
+    lines = audit_lines(cli.cwd / "audit.jsonl")
+    assert sorted(line["name"] for line in lines) == [f"key-{i}" for i in range(6)]
+    assert all(line["result"] == "ok" for line in lines)
+    assert sorted(sink_records(cli)) == sorted(live_keys(slow_server))
+    assert "Apply complete: 6 created" in (cli.cwd / "stdout").read_text(), "the report still went out"
+
+
+def test_a_closed_stdout_sends_the_report_to_stderr_and_fails_the_run(
+    cli: Cli, slow_server: DevServer
+) -> None:
+    process = start_apply(cli, slow_server, 4, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout is not None
+    process.stdout.close()  # nobody reads the report
+    _, stderr = process.communicate(timeout=60)
+
+    assert process.returncode == 1, stderr
+    assert len(audit_lines(cli.cwd / "audit.jsonl")) == 4
+    assert "Apply complete: 4 created" in stderr
+    assert stderr.rstrip().endswith("keysync: error: could not write to stdout: its reader went away")
+    assert "Traceback" not in stderr and OWNER_TOKEN not in stderr

@@ -14,6 +14,7 @@ import click
 from click.core import ParameterSource
 
 from keysync import __version__
+from keysync.cli import console
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_INTERRUPTED = 130
@@ -129,7 +130,7 @@ def _log_to_stderr() -> None:
     """Waits and retries, one line each on stderr; -v shows the short ones too."""
     logger = logging.getLogger("keysync")
     if not logger.handlers:
-        handler = logging.StreamHandler()
+        handler = console.ConsoleHandler()
         handler.setFormatter(logging.Formatter("keysync: %(message)s"))
         logger.addHandler(handler)
         logger.setLevel(logging.WARNING)
@@ -146,14 +147,23 @@ def main(argv: Sequence[str] | None = None) -> int:
             args=list(argv) if argv is not None else None, prog_name="keysync", standalone_mode=False
         )
     except click.exceptions.Abort:
-        click.echo("keysync: interrupted", err=True)
+        console.err("keysync: interrupted")
         return EXIT_INTERRUPTED
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:
-        click.echo(f"keysync: error: {exc.format_message()}", err=True)
+        console.err(f"keysync: error: {exc.format_message()}")
         return 1
     except KeyboardInterrupt:
-        click.echo("keysync: interrupted", err=True)
+        console.err("keysync: interrupted")
         return EXIT_INTERRUPTED
-    return int(result or 0)
+    return _honest(int(result or 0))
+
+
+def _honest(code: int) -> int:
+    """A command whose output was lost (its reader went away) did not succeed, whatever it did."""
+    lost = console.lost()
+    if not lost or code not in (0, 2):
+        return code
+    console.err(f"keysync: error: could not write to {' and '.join(lost)}: its reader went away")
+    return 1

@@ -136,10 +136,9 @@ def _execute(session: Any, plan: Any, audit_path: Path | None) -> int:
             session, plan, stop, lambda o: progress.finished(outcome_line(o), o.ok), audit_path
         )
     progress.close()
-    if session.options.format == "json":
-        console.out(json.dumps(report_document(report), indent=2))
-    else:
-        console.out(render_report(report))
+    text = json.dumps(report_document(report), indent=2) if session.options.format == "json" else None
+    if not console.out(text or render_report(report)):
+        console.err(render_report(report))  # stdout went away: the report goes where it still can
     if audit_error:
         console.err(f"keysync: error: {audit_error}; the actions above were done and are kept")
         return 1
