@@ -282,7 +282,9 @@ def test_a_private_ca_from_data_or_a_file(
 
 def test_an_unknown_ca_is_a_tls_failure(tls_emu: KubeEmu, make: Make, tmp_path: Path) -> None:
     path = kubeconfig(tmp_path / "config", tls_emu.url, {"token": tls_emu.token})
-    with pytest.raises(SinkError, match=r"TLS failure .*check the cluster's certificate-authority"):
+    with pytest.raises(
+        SinkError, match=r"TLS failure: the server's TLS certificate is not trusted .*authority"
+    ):
         make(env=env_for(path)).read()
 
 

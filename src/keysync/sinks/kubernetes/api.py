@@ -23,6 +23,9 @@ from keysync.loopback import is_loopback
 from keysync.secret import Secret, mask
 from keysync.sinks.kubernetes.credentials import Credentials
 from keysync.sinks.kubernetes.kubeconfig import ClusterAccess
+from keysync.transport.answers import AnswerError, parse_json, read_body
+from keysync.transport.deadline import bounded_client, deadline
+from keysync.transport.tls import certificate_problem
 
 MAX_BODY = 64 << 20
 RATE_LIMIT_BUDGET_SECONDS = 60.0
@@ -55,7 +58,7 @@ class KubeApi:
         self._proxy = access.proxy_url or _environment_proxy(self.server)
         self._extensions = {"sni_hostname": access.tls_server_name} if access.tls_server_name else {}
         client_cert = _client_cert(access) or self._credentials.plugin_cert
-        self._client = httpx.Client(
+        client = httpx.Client(
             base_url=self.server,
             timeout=timeout,
             verify=_tls_context(access, client_cert),
@@ -63,6 +66,7 @@ class KubeApi:
             trust_env=False,
             headers={"Accept": "application/json", "User-Agent": "keysync"},
         )
+        self._client = bounded_client(client)  # every request held to the deadline, proxies included
 
     def call(
         self,
@@ -150,20 +154,25 @@ class KubeApi:
             method, path, content=content, params=params, headers=headers, extensions=self._extensions
         )
         try:
-            response = self._client.send(request, stream=True)
-            try:
-                raw = _read_bounded(response)
-            finally:
-                response.close()
+            with deadline(self._timeout):  # the whole request, however slowly its bytes arrive
+                response = self._client.send(request, stream=True)
+                try:
+                    raw = read_body(response, MAX_BODY)
+                finally:
+                    response.close()
+        except AnswerError as exc:
+            raise self.error(f"{doing}: the API server {exc}", secrets) from None
         except httpx.TimeoutException:
             raise self.error(
                 f"{doing}: no answer within {self._timeout:g}s{self._route()}", secrets
             ) from None
         except httpx.ConnectError as exc:
+            problem = certificate_problem(exc)
+            if problem is not None:
+                hint = "; check the cluster's certificate-authority" if problem.untrusted else ""
+                raise self.error(f"{doing}: TLS failure: {problem.reason}{hint}", secrets) from None
             if _caused_by_tls(exc):
-                raise self.error(
-                    f"{doing}: TLS failure ({exc}); check the cluster's certificate-authority", secrets
-                ) from None
+                raise self.error(f"{doing}: TLS failure ({exc})", secrets) from None
             raise self.error(f"{doing}: cannot connect ({exc}){self._route()}", secrets) from None
         except (httpx.RemoteProtocolError, httpx.ReadError):
             return None
@@ -232,21 +241,13 @@ def _environment_proxy(server: str) -> str | None:
     return environment_proxy(httpx.URL(server))
 
 
-def _read_bounded(response: httpx.Response) -> bytes:
-    body = bytearray()
-    for chunk in response.iter_bytes():
-        body += chunk
-        if len(body) > MAX_BODY:
-            raise httpx.DecodingError(f"the answer is larger than {MAX_BODY >> 20} MiB")
-    return bytes(body)
-
-
 def _document(raw: bytes) -> dict[str, Any]:
+    """The answer's JSON object; {} for anything else (its status code then speaks alone)."""
     if not raw:
         return {}
     try:
-        document = json.loads(raw)
-    except (ValueError, RecursionError):
+        document = parse_json(raw)  # bounded in nesting: never a RecursionError
+    except AnswerError:
         return {}
     return document if isinstance(document, dict) else {}
 
