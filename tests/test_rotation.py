@@ -210,9 +210,9 @@ def test_a_key_in_use_rotates_without_a_single_failed_request(cli: Cli, dev_serv
         bound = max(when(waiting["last_used_at"]), when(new["created_at"]))
         assert when(waiting["retire_after"]) == bound + GRACE
         text = ok(cli("plan")).stdout
-        assert re.search(r"waiting gw: previous generation gw .*last used", text), text
+        assert re.search(r"waiting gw: previous generation gw .*last heartbeat", text), text
         markdown = ok(cli("plan", "--format", "markdown")).stdout
-        assert re.search(r"waiting.*gw.*last used", markdown), markdown
+        assert re.search(r"waiting.*gw.*last heartbeat", markdown), markdown
 
         # An apply while the replica uses the old secret retires nothing.
         assert "No changes" in ok(cli("apply", "--auto-approve")).stdout

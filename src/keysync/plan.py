@@ -84,7 +84,8 @@ class Waiting:
             "name": self.name,
             "live_name": self.key.name,
             "id": self.key.id,
-            "last_used_at": rfc3339(seen) if seen else None,
+            "last_used_at": rfc3339(seen) if seen else None,  # kept for scripts; last seen
+            "last_heartbeat_at": rfc3339(seen) if seen else None,
             "retire_after": rfc3339(self.retire_after),
         }
 
@@ -384,5 +385,6 @@ def _guard_violations(
         if action.action == "retire" or action.reason == "requested" or action.live is None:
             continue
         if action.live.in_use(now):
-            violations[f"{action.name!r} was used in the last 10 minutes ({action.action})"] = [action.name]
+            message = f"{action.name!r} had a heartbeat in the last 10 minutes ({action.action})"
+            violations[message] = [action.name]
     return violations

@@ -41,17 +41,17 @@ def _live_details(action: Action, now: datetime) -> str:
         return ""
     if action.action == "retire":
         seen = relative(live.last_seen, now)
-        return f"  generation {live.name}, key_prefix {live.key_prefix}, last used {seen}"
+        return f"  generation {live.name}, key_prefix {live.key_prefix}, last heartbeat {seen}"
     return (
         f"  destroys live key {live.name}, key_prefix {live.key_prefix}, age {age(live.created_at, now)}, "
-        f"last used {relative(live.last_seen, now)}"
+        f"last heartbeat {relative(live.last_seen, now)}"
     )
 
 
 def _waiting_text(waiting: Waiting, now: datetime) -> str:
     key = waiting.key
     return (
-        f"{waiting.name}: previous generation {key.name} (key_prefix {key.key_prefix}) last used "
+        f"{waiting.name}: previous generation {key.name} (key_prefix {key.key_prefix}) last heartbeat "
         f"{relative(key.last_seen, now)}, retired after {rfc3339(waiting.retire_after)}"
     )
 
@@ -92,7 +92,7 @@ def render_markdown(plan: Plan, now: datetime, coderd_url: str, source: str | No
     if plan.actions:
         lines += [
             "",
-            "| | action | key | reason | live key destroyed | key prefix | age | last used |",
+            "| | action | key | reason | live key destroyed | key prefix | age | last heartbeat |",
             "|---|---|---|---|---|---|---|---|",
         ]
         for action in plan.actions:

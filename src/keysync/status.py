@@ -50,7 +50,9 @@ def key_rows(
                 "id": key.id,
                 "key_prefix": key.key_prefix,
                 "created_at": rfc3339(key.created_at),
+                # Coder's newest servers say last_heartbeat_at; both mean "last seen" here.
                 "last_used_at": rfc3339(seen) if seen else None,
+                "last_heartbeat_at": rfc3339(seen) if seen else None,
                 "sink": "ignored" if not manifest.policy.manages(key.name) else state,
                 "in_manifest": name in groups,
                 "in_use": key.in_use(now),
@@ -62,7 +64,7 @@ def key_rows(
 def render_rows(rows: list[dict[str, Any]], now: datetime, markdown: bool = False) -> str:
     if not rows:
         return "No keys in Coder."
-    table = [("NAME", "KEY", "KEY PREFIX", "AGE", "LAST USED", "SINK", "MANIFEST")]
+    table = [("NAME", "KEY", "KEY PREFIX", "AGE", "LAST HEARTBEAT", "SINK", "MANIFEST")]
     for row in rows:
         seen = row["last_used_at"]
         table.append(
