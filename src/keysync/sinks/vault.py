@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from keysync.errors import SinkError
+from keysync.errors import SinkError, SinkRefusedError
 from keysync.hosts import Endpoint, env_endpoint, pinned, require_allowed
 from keysync.keys import SecretRecord, SinkView, StoredEntry
 from keysync.loopback import is_loopback
@@ -283,8 +283,8 @@ class VaultSink:
     def store(self, record: SecretRecord) -> None:
         path = self._template.path(record.name)
         seen = self._seen_or_fetch(record.name, path)
-        if self._foreign(seen):
-            raise SinkError(
+        if self._foreign(seen):  # this key only: the other keys' paths may well be fine
+            raise SinkRefusedError(
                 f"vault {self._api.address}: {self._data(path)} holds the key {record.name!r} of "
                 f"coderd {seen.coderd_url!r}, not {self._url!r}; refusing to overwrite another "
                 "deployment's secret: give this one its own path"
