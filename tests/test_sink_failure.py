@@ -297,38 +297,36 @@ def test_a_symlink_planted_as_the_lock_is_refused_and_its_target_kept(
     assert live_keys(dev_server) == {}
 
 
-@pytest.mark.parametrize("planted", ["file", "symlink"])
-def test_the_directory_sink_refuses_a_file_it_did_not_write_and_does_the_rest(
-    cli: Cli, dev_server: DevServer, planted: str
+def test_the_directory_sink_refuses_files_it_did_not_write_and_does_the_rest(
+    cli: Cli, dev_server: DevServer
 ) -> None:
-    cli.write_manifest(manifest(["own-a", "theirs", "own-b"], SINKS["directory"]))
+    cli.write_manifest(manifest(["own-a", "theirs", "linked", "own-b"], SINKS["directory"]))
     directory = cli.cwd / "keys"
     directory.mkdir(mode=0o700)
     victim = cli.cwd / "victim.txt"
     victim.write_text("someone else's")
-    if planted == "file":
-        (directory / "theirs").write_text("someone else's")
-    else:
-        (directory / "theirs").symlink_to(victim)
+    (directory / "theirs").write_text("someone else's")
+    (directory / "linked").symlink_to(victim)
 
-    run = cli("apply", "--auto-approve")
+    run = cli("apply", "--auto-approve", "--format", "json")
 
     assert run.code == 1, run
-    error = one_error_line(run)
-    assert f"{directory / 'theirs'} exists and keysync did not write it" in error, error
-    assert (directory / "theirs").read_text() == "someone else's"
-    assert victim.read_text() == "someone else's"
-    assert sorted(live_keys(dev_server)) == ["own-a", "own-b"], "the refused key was created anyway"
+    one_error_line(run)
+    errors = {a["name"]: a["error"] for a in json.loads(run.stdout)["actions"] if a["result"] == "failed"}
+    assert sorted(errors) == ["linked", "theirs"]
+    for name, error in errors.items():
+        assert f"{directory / name} exists and keysync did not write it" in error, error
+    assert (directory / "theirs").read_text() == victim.read_text() == "someone else's"
+    assert (directory / "linked").is_symlink()
+    assert sorted(live_keys(dev_server)) == ["own-a", "own-b"], "a refused key was created anyway"
     assert sorted(held_secrets(cli.cwd, "directory")) == ["own-a", "own-b"]
 
-    # Once the file is moved aside, the key is made like any other.
-    (directory / "theirs").rename(cli.cwd / "theirs.moved")
+    # Once the files are moved aside, those keys are made like any other.
+    for name in errors:
+        (directory / name).rename(cli.cwd / f"{name}.moved")
     assert cli("apply", "--auto-approve").code == 0
-    assert sorted(assert_every_live_key_is_held(cli.cwd, "directory", dev_server)) == [
-        "own-a",
-        "own-b",
-        "theirs",
-    ]
+    held = assert_every_live_key_is_held(cli.cwd, "directory", dev_server)
+    assert sorted(held) == ["linked", "own-a", "own-b", "theirs"]
 
 
 def test_a_symlinked_sink_file_is_written_through_to_its_target(cli: Cli, dev_server: DevServer) -> None:
