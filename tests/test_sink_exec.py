@@ -210,6 +210,8 @@ def test_a_failing_command_leaves_no_key_behind(cli: Cli, dev_server: DevServer)
 def test_apply_refuses_a_missing_command_before_creating_anything(cli: Cli, dev_server: DevServer) -> None:
     cli.write_manifest(manifest(["./missing-hook"], ["alpha"]))
 
+    plan = cli("plan")
+    assert plan.code == 1 and "apply would fail: exec sink: './missing-hook'" in plan.stderr, plan
     run = cli("apply", "--auto-approve")
 
     assert run.code == 1, run

@@ -58,11 +58,15 @@ class ExecSink:
         """Never runs a command: what the journal says was delivered is all plan learns."""
         return SinkView({}, readable=False, delivered=self._journal.delivered())
 
-    def check_writable(self) -> None:
+    def check_ready(self) -> None:
+        """What plan may check: the programs exist (none is run) and the journal is readable."""
         for command in (self._command, self._remove_command):
             if command is not None:
                 self._executable(command[0])
-        self._journal.delivered()  # a damaged journal shows before anything is changed
+        self._journal.delivered()
+
+    def check_writable(self) -> None:
+        self.check_ready()  # a damaged journal or a missing program shows before any change
         journal = self._journal.path
         try:
             probe_writable(journal.parent, size_of(journal) + record_size(self._context.coderd_url))
