@@ -1,8 +1,8 @@
 """What `/api/v2/ai-gateway/serve` checks before it upgrades: the protocol version, then the upgrade.
 
 The version rules are Coder's `apiversion` package; the upgrade rules are coder/websocket's
-`Accept`, which writes its own plain-text error before Coder's handler writes its JSON one: the
-client gets Accept's status and both bodies, one after the other, as Go sends them.
+`Accept`. A request it refuses gets 400 and Coder's JSON `Failed to accept websocket connection.`,
+whose detail carries Accept's reason, as coderd-api.md documents the endpoint.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ import re
 from urllib.parse import urlsplit
 
 from keysync.devserver import messages
-from keysync.devserver.exchange import Request, Response, text_response
-from keysync.devserver.gojson import encode, go_quote
+from keysync.devserver.exchange import Request, Response, json_response
+from keysync.devserver.gojson import go_quote
 
 SERVER_API_VERSION = (1, 0)
 _GO_INT = re.compile(r"[+-]?[0-9]+")
@@ -51,10 +51,8 @@ def upgrade_refusal(request: Request) -> Response | None:
     refused = _client_problem(request) or _origin_problem(request)
     if refused is None:
         return None
-    status, error, headers = refused
-    response = text_response(status, error, headers)
-    response.body += encode(messages.websocket_refused(error))
-    return response
+    _, error, headers = refused
+    return json_response(400, messages.websocket_refused(error), headers)
 
 
 def _client_problem(request: Request) -> tuple[int, str, dict[str, str]] | None:
