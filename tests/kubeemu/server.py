@@ -67,6 +67,8 @@ class KubeEmu:
         self.faults: list[Fault] = []
         self.seen: list[Seen] = []
         self.on_request: Callable[[str, str], None] | None = None
+        # Called as (resource, namespace, name) when a pod template changes: a test's pods restart.
+        self.on_rollout: Callable[[str, str, str], None] | None = None
         self.token = "emu-admin-" + base64.b32encode(threading.get_ident().to_bytes(8, "big")).decode()[:10]
         self.add_user("admin", self.token)
         self._server = QuietServer(("127.0.0.1", 0), _handler_for(self))
@@ -318,6 +320,8 @@ class KubeEmu:
         rollout.restarts.append(str(annotations.get("kubectl.kubernetes.io/restartedAt", "")))
         rollout.steps.clear()
         rollout.steps.extend([dict(after["status"]), *rollout_steps(resource, after, rollout.behaviour)])
+        if self.on_rollout is not None:
+            self.on_rollout(resource.plural, namespace, name)
         return self.store.put_raw(resource, namespace, after)
 
     def _review(self, review: dict[str, Any], user: str) -> dict[str, Any]:

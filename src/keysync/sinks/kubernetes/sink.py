@@ -14,7 +14,7 @@ from pathlib import Path
 
 from keysync.duration import parse_duration
 from keysync.errors import SinkError, SinkRefusedError
-from keysync.keys import SecretRecord, SinkView, StoredEntry
+from keysync.keys import LiveKey, SecretRecord, SinkView, StoredEntry
 from keysync.manifest.sinks import KubernetesSinkConfig
 from keysync.plan import Action, Plan
 from keysync.sinks.base import SinkContext
@@ -50,6 +50,7 @@ class KubernetesSink:
         self._rollout_timeout = parse_duration(config.rollout_timeout).total_seconds()
         self._seen: dict[str, Observed] = {}
         self._listed = False  # after read(), a Secret of keysync's it did not list is a newcomer
+        self._entries: dict[str, StoredEntry] = {}
         self._guard = threading.Lock()
         self._reviewed: list[access.Permission] | None = None
         self._planned: list[str] = []
@@ -94,6 +95,7 @@ class KubernetesSink:
         with self._guard:
             self._seen = seen
             self._listed = True
+        self._entries = entries
         return SinkView(entries)
 
     def check_writable(self) -> None:
@@ -160,7 +162,7 @@ class KubernetesSink:
 
     # --- optional hooks: the plan's review, and the rollouts after an apply ------------------------
 
-    def review_plan(self, plan: Plan) -> Plan:
+    def review_plan(self, plan: Plan, live: Sequence[LiveKey] = ()) -> Plan:
         """Adds what only this sink can know: Secrets keysync did not write (apply refuses those
         keys unless --force adopts them), the workloads apply will roll, where the credentials
         came from."""
@@ -173,7 +175,9 @@ class KubernetesSink:
                 adopted = not seen.managed and self._force
                 warnings.append(f"{problem} (adopted: --force)" if adopted else problem)
         warnings += self._roll_notes(self._targets(written))
-        return replace(plan, warnings=[*plan.warnings, *warnings]) if warnings else plan
+        actions, held = self._unadopted_retires(plan.actions, live)
+        warnings += held
+        return replace(plan, actions=actions, warnings=[*plan.warnings, *warnings]) if warnings else plan
 
     def after_apply(self, written: list[str]) -> list[tuple[str, bool]]:
         """Rolls every restart target of the keys whose secret changed; (line, ok) per target."""
@@ -181,6 +185,29 @@ class KubernetesSink:
         return Roller(self._api, self.namespace, self._rollout_timeout).roll(wanted) if wanted else []
 
     # --- helpers -----------------------------------------------------------------------------------
+
+    def _unadopted_retires(
+        self, actions: list[Action], live: Sequence[LiveKey]
+    ) -> tuple[list[Action], list[str]]:
+        """Retires held back while no replica has used the generation the Secret holds: the
+        rolled pods may not be reaching Coder, and the old key is what still works."""
+        if not self._config.restart or self._force:
+            return actions, []
+        by_id = {key.id: key for key in live}
+        kept, warnings = [], []
+        for action in actions:
+            entry = self._entries.get(action.name)
+            newest = by_id.get(entry.id) if entry else None
+            old = action.live
+            if action.reason == "superseded" and old and old.last_seen and newest and not newest.last_seen:
+                warnings.append(
+                    f"{action.name!r}: no replica has used its new generation {newest.name} since its "
+                    f"Secret was written and its workloads rolled (are the new pods reaching Coder?): "
+                    f"the previous generation {old.name} is kept until one does (apply --force retires it)"
+                )
+                continue
+            kept.append(action)
+        return kept, warnings
 
     def _roll_notes(self, wanted: list[Target]) -> list[str]:
         roller = Roller(self._api, self.namespace, self._rollout_timeout)
