@@ -155,7 +155,7 @@ class Session:
         plan = build_plan(manifest, live, view, now, self.coderd_url, request)
         review = getattr(self.sink, "review_plan", None)  # what only the sink knows (optional)
         if review is not None:
-            plan = review(plan)
+            plan = review(plan, live)
         managed = [key for key in live if manifest.policy.manages(key.name)]
         world = World.of(self.coderd_url, self.client.api, self.loaded.sha256, managed, view)
         return Snapshot(live, view, plan, world, now)

@@ -39,9 +39,9 @@ class Sink(Protocol):
     preflight (it must change nothing anywhere). `prepare(actions)` runs once before apply
     starts its actions: it records what the sink needs to notice a delivery cut short (the exec
     journal) and returns, by name, the keys it refuses (a file it did not write), which then fail
-    untouched. Two more optional hooks: `review_plan(plan)`
-    returns the plan with what only the sink can know added (warnings, failures), for plan and
-    apply alike; `after_apply(written)` runs once an apply's actions are done, with the names
+    untouched. Two more optional hooks: `review_plan(plan, live)`
+    returns the plan with what only the sink can know added (warnings, held-back actions), for
+    plan and apply alike; `after_apply(written)` runs once an apply's actions are done, with the names
     whose secret changed, and returns (line, ok) notes for the report (a line not ok fails the
     apply: the kubernetes sink's rollouts). An `endpoint_warnings` list attribute holds what
     plan warns about where credentials go (`keysync.hosts.env_endpoint`). apply calls `store`
