@@ -51,31 +51,31 @@ def upgrade_refusal(request: Request) -> Response | None:
     refused = _client_problem(request) or _origin_problem(request)
     if refused is None:
         return None
-    _, error, headers = refused
+    error, headers = refused
     return json_response(400, messages.websocket_refused(error), headers)
 
 
-def _client_problem(request: Request) -> tuple[int, str, dict[str, str]] | None:
+def _client_problem(request: Request) -> tuple[str, dict[str, str]] | None:
     if request.protocol != "HTTP/1.1":
         violation = f"handshake request must be at least HTTP/1.1: {go_quote(request.protocol)}"
-        return 426, f"WebSocket protocol violation: {violation}", {}
+        return f"WebSocket protocol violation: {violation}", {}
     for name, token in (("Connection", "Upgrade"), ("Upgrade", "websocket")):
         if not _has_token(request, name, token):
             quoted = go_quote(request.header(name))
             error = f"WebSocket protocol violation: {name} header {quoted} does not contain {token}"
-            return 426, error, dict(_UPGRADE_HEADERS)
+            return error, dict(_UPGRADE_HEADERS)
     version = request.header("Sec-WebSocket-Version")
     if version != "13":
         error = f"unsupported WebSocket protocol version (only 13 is supported): {go_quote(version)}"
-        return 400, error, {"Sec-WebSocket-Version": "13"}
+        return error, {"Sec-WebSocket-Version": "13"}
     return _key_problem(request.header_values("Sec-WebSocket-Key"))
 
 
-def _key_problem(keys: tuple[str, ...]) -> tuple[int, str, dict[str, str]] | None:
+def _key_problem(keys: tuple[str, ...]) -> tuple[str, dict[str, str]] | None:
     if not keys:
-        return 400, "WebSocket protocol violation: missing Sec-WebSocket-Key", {}
+        return "WebSocket protocol violation: missing Sec-WebSocket-Key", {}
     if len(keys) > 1:
-        return 400, "WebSocket protocol violation: multiple Sec-WebSocket-Key headers", {}
+        return "WebSocket protocol violation: multiple Sec-WebSocket-Key headers", {}
     key = keys[0].strip()
     try:
         decoded = base64.b64decode(key, validate=True)
@@ -83,11 +83,11 @@ def _key_problem(keys: tuple[str, ...]) -> tuple[int, str, dict[str, str]] | Non
         decoded = b""
     if len(decoded) != 16:
         error = f"invalid Sec-WebSocket-Key {go_quote(key)}, must be a 16 byte base64 encoded string"
-        return 400, f"WebSocket protocol violation: {error}", {}
+        return f"WebSocket protocol violation: {error}", {}
     return None
 
 
-def _origin_problem(request: Request) -> tuple[int, str, dict[str, str]] | None:
+def _origin_problem(request: Request) -> tuple[str, dict[str, str]] | None:
     origin = request.header("Origin")
     if not origin:
         return None
@@ -95,9 +95,8 @@ def _origin_problem(request: Request) -> tuple[int, str, dict[str, str]] | None:
     if host.lower() == request.header("Host").lower():
         return None
     if not host:
-        return 403, f"request Origin {go_quote(origin)} is not a valid URL with a host", {}
+        return f"request Origin {go_quote(origin)} is not a valid URL with a host", {}
     return (
-        403,
         f"request Origin {go_quote(host)} is not authorized for Host {go_quote(request.header('Host'))}",
         {},
     )
