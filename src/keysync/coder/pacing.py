@@ -183,9 +183,11 @@ class Pacer:
             if limited:  # refused, so not counted
                 model.count(getattr(self._reserved, "moment", now), -1)
                 _learn_from_retry_after(model, headers.get("retry-after", ""))
-            excess = (quota.limit - quota.remaining) - model.rate(now)
+            # The answer counts the window ending at its reset, which may be over by now.
+            at = min(now, quota.reset - 1e-3)
+            excess = (quota.limit - quota.remaining) - model.rate(at)
             if excess > 0.5:  # counted by someone else; assume it fades no sooner than the window ends
-                model.count(now, excess)
+                model.count(at, excess)
             if model.prober == threading.get_ident():  # the probe's answer: the others may go on
                 model.probing = 0.0
             self._changed.notify_all()

@@ -27,7 +27,7 @@ class Backoff:
 def rate_limit_floor(limited: int) -> float:
     """The least wait after the `limited`-th 429 in a row, whatever the server says: a broken
     limiter must not get a storm of immediate retries."""
-    return min(1.0, 0.05 * 2**limited)
+    return min(1.0, 0.05 * 2.0**limited)
 
 
 MAX_HINT = 3600.0  # a Retry-After or X-RateLimit-Reset further away than this is not believed
