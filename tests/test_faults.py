@@ -660,7 +660,8 @@ def test_interrupt_while_planning_changes_nothing_and_exits_130(world: Any, sign
     assert proc.code == 130, ws.explain(proc)
     assert "interrupted" in proc.stderr, ws.explain(proc)
     assert "Traceback" not in proc.stderr
-    assert stalled.methods == ["GET"], "keysync went on after the interrupt"
+    # Only reads (api: auto sends its probes together): nothing was created or deleted.
+    assert set(stalled.methods) == {"GET"}, "keysync went on after the interrupt"
     ws.assert_no_leaks()
 
 
