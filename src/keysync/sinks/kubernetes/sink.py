@@ -5,7 +5,6 @@ change, and the workloads that read a key rolled once its Secret changed."""
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
@@ -13,8 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from keysync.duration import parse_duration
-from keysync.errors import SinkError, SinkRefusedError
-from keysync.keys import LiveKey, SecretRecord, SinkView, StoredEntry
+from keysync.errors import SinkError
+from keysync.keys import LiveKey, SecretRecord, SinkView
 from keysync.manifest.sinks import KubernetesSinkConfig
 from keysync.plan import Action, Plan
 from keysync.sinks.base import SinkContext
@@ -23,7 +22,8 @@ from keysync.sinks.kubernetes.api import KubeApi
 from keysync.sinks.kubernetes.kubeconfig import load_access
 from keysync.sinks.kubernetes.lease import DEFAULT_DURATION, HeldLease, Lease, held, lease_name
 from keysync.sinks.kubernetes.rollout import Roller, Target, targets
-from keysync.sinks.kubernetes.shape import ABSENT, MANAGED_BY, MANAGER, SELECTOR, Observed, SecretShape
+from keysync.sinks.kubernetes.secretstore import Secrets
+from keysync.sinks.kubernetes.shape import SecretShape
 
 _READ_THREADS = 8
 
@@ -48,10 +48,7 @@ class KubernetesSink:
         self.namespace = config.namespace or found.namespace or "default"
         self._api = KubeApi(found, context.env, context.timeout)
         self._rollout_timeout = parse_duration(config.rollout_timeout).total_seconds()
-        self._seen: dict[str, Observed] = {}
-        self._listed = False  # after read(), a Secret of keysync's it did not list is a newcomer
-        self._entries: dict[str, StoredEntry] = {}
-        self._guard = threading.Lock()
+        self._secrets = Secrets(self._api, self.namespace, self._shape, self._url, self._force)
         self._reviewed: list[access.Permission] | None = None
         self._planned: list[str] = []
 
@@ -75,28 +72,7 @@ class KubernetesSink:
         return HeldLease(self.lease(duration), on_lost)
 
     def read(self) -> SinkView:
-        reply = self._api.call(
-            "GET",
-            self._collection(),
-            f"listing Secrets in namespace {self.namespace!r}",
-            params={"labelSelector": SELECTOR},
-        )
-        entries: dict[str, StoredEntry] = {}
-        seen: dict[str, Observed] = {}
-        for obj in reply.body.get("items") or []:
-            found = self._shape.entry(obj) if isinstance(obj, dict) else None
-            if found is None:
-                continue
-            name, entry = found
-            observed = Observed.of(obj)
-            seen[name] = observed
-            if entry is not None and observed.coderd_url == self._url:
-                entries[name] = entry
-        with self._guard:
-            self._seen = seen
-            self._listed = True
-        self._entries = entries
-        return SinkView(entries)
+        return self._secrets.read()
 
     def check_writable(self) -> None:
         self.check_ready()
@@ -109,53 +85,13 @@ class KubernetesSink:
 
     def prepare(self, actions: Sequence[Action]) -> dict[str, str]:
         """Before any key is touched: the keys whose Secret keysync may not write, and why."""
-        written = sorted({a.name for a in actions if a.creates})
-        refused = {}
-        for name, seen in zip(written, self._observe_all(written), strict=True):
-            problem = self._foreign_problem(name, seen)
-            if problem and (seen.managed or not self._force):
-                refused[name] = str(self._api.error(problem))
-        return refused
+        return self._secrets.refusals(sorted({a.name for a in actions if a.creates}))
 
     def store(self, record: SecretRecord) -> None:
-        seen = self._observe(record.name)
-        self._refuse_foreign(record.name, seen)
-        body = self._shape.body(record, self.namespace, seen)
-        secret_name = self._shape.secret_name(record.name)
-        doing = f"writing Secret {self.namespace}/{secret_name}"
-        if seen.exists:
-            reply = self._api.call(
-                "PUT", self._item(record.name), doing, body=body, allow=(404, 409), secrets=[record.key]
-            )
-            if reply.status == 404:  # deleted since keysync read it: nothing to overwrite
-                seen, body = ABSENT, self._shape.body(record, self.namespace, ABSENT)
-        if not seen.exists:
-            reply = self._api.call(
-                "POST", self._collection(), doing, body=body, allow=(409,), secrets=[record.key]
-            )
-        if reply.status == 409:
-            raise self._api.error(
-                f"{doing}: {reply.message} ({reply.reason}): another writer changed it since keysync "
-                "read it; nothing was overwritten: run keysync plan again"
-            )
-        self._remember(record.name, Observed.of(reply.body))
+        self._secrets.store(record)
 
     def remove(self, name: str, key_id: str = "") -> None:
-        seen = self._observe(name)
-        if not seen.exists or not seen.managed or seen.coderd_url != self._url:
-            return  # not keysync's, or another deployment's: left alone
-        options = {
-            "apiVersion": "v1",
-            "kind": "DeleteOptions",
-            "preconditions": {"resourceVersion": seen.resource_version},
-        }
-        doing = f"deleting Secret {self.namespace}/{self._shape.secret_name(name)}"
-        reply = self._api.call("DELETE", self._item(name), doing, body=options, allow=(404, 409))
-        if reply.status == 409:
-            raise self._api.error(
-                f"{doing}: {reply.message} ({reply.reason}): it changed since keysync read it"
-            )
-        self._remember(name, ABSENT)
+        self._secrets.remove(name)
 
     def close(self) -> None:
         self._api.close()
@@ -168,12 +104,7 @@ class KubernetesSink:
         came from."""
         written = sorted({a.name for a in plan.actions if a.creates})
         self._planned = written
-        warnings = []
-        for name, seen in zip(written, self._observe_all(written), strict=True):
-            problem = self._foreign_problem(name, seen)
-            if problem:
-                adopted = not seen.managed and self._force
-                warnings.append(f"{problem} (adopted: --force)" if adopted else problem)
+        warnings = self._secrets.warnings(written)
         warnings += self._roll_notes(self._targets(written))
         actions, held = self._unadopted_retires(plan.actions, live)
         warnings += held
@@ -196,7 +127,7 @@ class KubernetesSink:
         by_id = {key.id: key for key in live}
         kept, warnings = [], []
         for action in actions:
-            entry = self._entries.get(action.name)
+            entry = self._secrets.entries.get(action.name)
             newest = by_id.get(entry.id) if entry else None
             old = action.live
             if action.reason == "superseded" and old and old.last_seen and newest and not newest.last_seen:
@@ -220,63 +151,8 @@ class KubernetesSink:
             for target, found in zip(wanted, present, strict=True)
         ]
 
-    def _collection(self) -> str:
-        return f"/api/v1/namespaces/{self.namespace}/secrets"
-
-    def _item(self, name: str) -> str:
-        return f"{self._collection()}/{self._shape.secret_name(name)}"
-
     def _targets(self, names: Iterable[str]) -> list[Target]:
         return targets(self._config.restart, names)
-
-    def _observe(self, name: str) -> Observed:
-        """What the Secret of `name` is; the listing only shows keysync's, so others are fetched."""
-        with self._guard:
-            known = self._seen.get(name)
-        if known is not None:
-            return known
-        reply = self._api.call(
-            "GET",
-            self._item(name),
-            f"reading Secret {self.namespace}/{self._shape.secret_name(name)}",
-            allow=(404,),
-        )
-        seen = ABSENT if reply.status == 404 else Observed.of(reply.body)
-        if seen.managed and self._listed:
-            # keysync's, yet not in the listing: another writer made it since. Writing as if it
-            # were absent makes the create fail with AlreadyExists rather than overwrite it.
-            seen = ABSENT
-        self._remember(name, seen)
-        return seen
-
-    def _observe_all(self, names: list[str]) -> list[Observed]:
-        with ThreadPoolExecutor(_READ_THREADS, thread_name_prefix="keysync-kube-read") as pool:
-            return list(pool.map(self._observe, names))
-
-    def _remember(self, name: str, seen: Observed) -> None:
-        with self._guard:
-            self._seen[name] = seen
-
-    def _foreign_problem(self, name: str, seen: Observed) -> str | None:
-        secret = f"Secret {self.namespace}/{self._shape.secret_name(name)}"
-        if not seen.exists:
-            return None
-        if not seen.managed:
-            return (
-                f"{secret} exists and keysync did not write it (no {MANAGED_BY}={MANAGER} label): "
-                f"apply leaves it alone unless --force adopts it for {name!r}"
-            )
-        if seen.coderd_url != self._url:
-            return (
-                f"{secret} holds the key {name!r} of coderd {seen.coderd_url!r}, not {self._url!r}: "
-                "refusing to overwrite another deployment's secret; give this one its own secret_name"
-            )
-        return None
-
-    def _refuse_foreign(self, name: str, seen: Observed) -> None:
-        problem = self._foreign_problem(name, seen)
-        if problem and (seen.managed or not self._force):
-            raise SinkRefusedError(str(self._api.error(problem)))
 
     def _missing_permissions(self, written: list[str]) -> list[access.Permission]:
         if self._reviewed is None:
