@@ -15,13 +15,14 @@ from typing import Any
 import pytest
 import trustme
 import yaml
+from test_proxy import Relay, relay
 
 from keysync.errors import SinkError, UsageError
 
 from kubeemu import KubeEmu, Rule
 from kubefixtures import NS, Make, emu_fixture, make_fixture, record
 
-__all__ = ["emu_fixture", "make_fixture"]
+__all__ = ["emu_fixture", "make_fixture", "relay"]
 
 
 def kubeconfig(path: Path, server: str, user: dict[str, Any], *, namespace: str = NS, **cluster: Any) -> Path:
@@ -119,6 +120,14 @@ def test_allowed_hosts_pin_the_api_server(emu: KubeEmu, make: Make, tmp_path: Pa
     with pytest.raises(UsageError, match=r"KEYSYNC_ALLOWED_HOSTS does not allow 127\.0\.0\.1"):
         make(env=env_for(path, KEYSYNC_ALLOWED_HOSTS="kube.example.com"))
     assert emu.seen == []
+
+
+def test_proxy_url_carries_every_request(emu: KubeEmu, make: Make, tmp_path: Path, relay: Relay) -> None:
+    path = kubeconfig(tmp_path / "config", emu.url, {"token": emu.token}, **{"proxy-url": relay.url})
+    make(env=env_for(path)).read()
+    assert relay.targets == [
+        f"GET {emu.url}/api/v1/namespaces/{NS}/secrets?labelSelector=app.kubernetes.io%2Fmanaged-by%3Dkeysync"
+    ]
 
 
 def test_auth_providers_are_refused_with_advice(make: Make, tmp_path: Path, emu: KubeEmu) -> None:
