@@ -126,14 +126,24 @@ def keysync(*args: str, cwd: Path | None = None, timeout: float = 900.0) -> Time
 class DevServer:
     """`keysync dev-server --port 0` in a subprocess, stopped with SIGTERM on exit."""
 
-    def __init__(self, directory: Path, latency_ms: int = 0, state: Path | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        latency_ms: int = 0,
+        state: Path | None = None,
+        options: Sequence[str] = (),
+        log_requests: bool = False,
+    ) -> None:
         self.argv = [KEYSYNC, "dev-server", "--port", "0", "--token", TOKEN, "--seed", str(SEED)]
-        self.argv += ["--latency-ms", str(latency_ms)]
+        self.argv += ["--latency-ms", str(latency_ms), *options]
         if state is not None:
             self.argv += ["--state", str(state)]
         self.directory = directory
         self.url = ""
+        self.requests: list[tuple[float, str]] = []  # (Unix time logged, "METHOD PATH OUTCOME ...")
+        self._log_requests = log_requests
         self._proc: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
 
     def __enter__(self) -> DevServer:
         self._proc = subprocess.Popen(
@@ -142,14 +152,22 @@ class DevServer:
             env=keysync_env(),
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,  # one log line per request
+            stderr=subprocess.PIPE if self._log_requests else subprocess.DEVNULL,  # a line per request
         )
         try:
             self.url = self._read_url(self._proc)
         except BaseException:
             self._stop()
             raise
+        if self._log_requests:
+            self._reader = threading.Thread(target=self._read_requests, daemon=True)
+            self._reader.start()
         return self
+
+    def _read_requests(self) -> None:
+        assert self._proc is not None and self._proc.stderr is not None
+        for line in iter(self._proc.stderr.readline, b""):
+            self.requests.append((time.time(), line.decode(errors="replace").strip()))
 
     def __exit__(
         self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
@@ -178,8 +196,11 @@ class DevServer:
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
+        if self._reader is not None:
+            self._reader.join(timeout=30)
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
 
 
 @contextmanager

@@ -27,12 +27,15 @@ from apply_scenarios import (
     server_load,
     warm_up,
 )
+from coder_scenarios import detection, pacing
 from harness import BenchError, log
 from read_scenarios import scale, startup
 from report import load_average, render
 from results import ERROR, QUICK, Results, Row, Sizes
 
-SCENARIOS = ("latency", "cpu", "growth", "load", "startup", "scale", "alternatives")
+SCENARIOS = ("latency", "cpu", "growth", "load", "startup", "scale", "alternatives", "detection", "pacing")
+# Minutes long (the real one-minute window, 512 a minute): only when asked for with --only.
+EXTRA_SCENARIOS = ("pacing-minute",)
 BIG_KEYS = 100_000
 
 
@@ -48,7 +51,10 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
         help=f"also plan over {BIG_KEYS:,} live keys (default: yes, except with --quick)",
     )
     parser.add_argument(
-        "--only", action="append", choices=SCENARIOS, help="run just this scenario (repeatable)"
+        "--only",
+        action="append",
+        choices=SCENARIOS + EXTRA_SCENARIOS,
+        help="run just this scenario (repeatable)",
     )
     parser.add_argument("--output", type=Path, help="also write the Markdown report to this file")
     args = parser.parse_args(argv)
@@ -93,6 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     for count in sizes.scale_keys:
         guarded("scale", functools.partial(scale, sizes, results, count, target=count <= 10_000))
     guarded("alternatives", lambda: alternatives(sizes, results, latency[0] if latency else None))
+    guarded("detection", lambda: detection(sizes, results))
+    guarded("pacing", lambda: pacing(sizes, results))
+    guarded("pacing-minute", lambda: pacing(sizes, results, limit=512, window=60.0))
 
     command = shlex.join(
         [".venv/bin/python", "benchmarks/run.py", *(argv if argv is not None else sys.argv[1:])]

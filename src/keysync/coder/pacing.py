@@ -26,7 +26,7 @@ MAX_WINDOW = 3600.0
 _GO_ZERO = 62_135_596_800.0
 _PROVABLE_STEP = 60  # Coder's window; a longer gap between windows' ends may span several
 _LOOKAHEAD = 4  # windows searched for an admitting moment before giving up on the model
-_PROBE_PATIENCE = 5.0  # seconds others wait for a probe's answer before probing themselves
+_PROBE_PATIENCE = 5.0  # seconds others wait for a probe's answer, once it is sent, before probing
 
 
 @dataclass(frozen=True)
@@ -59,7 +59,7 @@ class _Model:
     counts: dict[int, float] = field(default_factory=dict)  # window number -> requests counted
     last: float = 0.0  # the latest reserved moment: reservations never go back in time
     step: int = 0  # gcd of the gaps between the windows' ends seen
-    probing: float = 0.0  # when the probe in flight was reserved; 0 for none
+    probing: float = 0.0  # when the probe in flight is sent; 0 for none
     prober: int = 0  # the thread that sends it
 
     def index(self, moment: float) -> int:
@@ -157,11 +157,12 @@ class Pacer:
                     return moment - now
                 moment = model.earliest(max(moment, model.last), _margin(model.window))
                 beyond = not model.window and moment >= model.reset
-                if beyond and model.probing and now - model.probing < _PROBE_PATIENCE:
-                    self._changed.wait(timeout=_PROBE_PATIENCE)  # for the probe's answer
+                patience = model.probing + _PROBE_PATIENCE - now
+                if beyond and model.probing and patience > 0:
+                    self._changed.wait(timeout=patience)  # for the probe's answer
                     continue
                 if beyond:
-                    model.probing, model.prober = now, threading.get_ident()
+                    model.probing, model.prober = moment, threading.get_ident()
                 model.count(moment, 1)
                 model.last = self._reserved.moment = moment
                 return moment - now
