@@ -59,18 +59,19 @@ class Leadership:
 
     def leading(self) -> bool:
         """Tries to take (or keeps) the lock; whether this replica leads for the next round."""
+        seen = True
         try:
             leads = self._lock.try_hold()
         except KeysyncError as exc:
             self._log.emit("leadership", state="error", error=str(exc).splitlines()[0])
-            leads = False
+            leads, seen = False, False
         if leads:
             self.lost.clear()
         if leads != self.is_leader:
             self._changed("leader" if leads else "standby")
         self.is_leader = leads
         if self._metrics is not None:
-            self._metrics.observe_leadership(leads)
+            self._metrics.observe_leadership(leads, healthy=seen)
         return leads
 
     def _lose(self) -> None:

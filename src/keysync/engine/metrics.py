@@ -88,9 +88,9 @@ class WatchMetrics:
             self.last_success = time.time()
             self.last_success_ts.set(self.last_success)
 
-    def observe_leadership(self, leading: bool) -> None:
+    def observe_leadership(self, leading: bool, healthy: bool = True) -> None:
         self.leader.set(1 if leading else 0)
-        if not leading:
+        if not leading and healthy:
             self.last_success = time.time()  # a standby that can see the lock is healthy
 
     def healthy(self) -> bool:
