@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -145,3 +146,13 @@ def test_create_racing_create_is_already_exists(emu: KubeEmu, make: Make) -> Non
         for racer in racers:
             racer.join()
     assert sorted(results) == [False, True]
+
+
+def test_a_renewal_stuck_on_the_network_still_loses_the_lease_in_time(emu: KubeEmu, make: Make) -> None:
+    lease = make().lease(1.5)
+    with held(lease, None) as renewer, emu.paused():  # the API server stops answering
+        assert renewer.lost.wait(3)
+        renewed = lease.last
+        assert renewed is not None
+        expires = datetime.strptime(renewed.renewed, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
+        assert datetime.now(UTC) < expires + timedelta(seconds=1.5)

@@ -34,6 +34,18 @@ _log = logging.getLogger("keysync")
 
 
 @dataclass(frozen=True)
+class _Request:
+    method: str
+    path: str
+    doing: str
+    content: bytes | None
+    params: dict[str, str] | None
+    content_type: str
+    secrets: Sequence[Secret]
+    within: float | None  # None: patient (reads retried, 429 waited out); else once, this long
+
+
+@dataclass(frozen=True)
 class Reply:
     status: int
     body: dict[str, Any]
@@ -79,12 +91,14 @@ class KubeApi:
         content_type: str = "application/json",
         allow: Sequence[int] = (),
         secrets: Sequence[Secret] = (),
-        patient: bool = True,
+        within: float | None = None,
     ) -> Reply:
         """One request; raises SinkError unless it succeeds or answers a status in `allow`.
-        `patient=False` sends it once, for callers on a deadline of their own (the Lease)."""
+        `within` sends it once, bounded by that many seconds, for a caller on a deadline of its
+        own (the Lease); otherwise reads are retried and 429s waited out."""
         content = json.dumps(body).encode() if body is not None else None
-        reply = self._send(method, path, doing, content, params, content_type, secrets, patient)
+        request = _Request(method, path, doing, content, params, content_type, secrets, within)
+        reply = self._send(request)
         if reply.status >= 300 and reply.status not in allow:
             raise self.failure(doing, reply, secrets)
         return reply
@@ -99,63 +113,55 @@ class KubeApi:
     def close(self) -> None:
         self._client.close()
 
-    def _send(
-        self,
-        method: str,
-        path: str,
-        doing: str,
-        content: bytes | None,
-        params: dict[str, str] | None,
-        content_type: str,
-        secrets: Sequence[Secret],
-        patient: bool,
-    ) -> Reply:
-        deadline = time.monotonic() + (RATE_LIMIT_BUDGET_SECONDS if patient else 0.0)
+    def _send(self, request: _Request) -> Reply:
+        patient = request.within is None
+        deadline_at = time.monotonic() + (RATE_LIMIT_BUDGET_SECONDS if patient else 0.0)
         refreshed = False
         attempt = 0
         while True:
             attempt += 1
-            reply = self._once(method, path, doing, content, params, content_type, secrets)
-            if reply is None:  # no answer: only a read may be sent again
-                if method == "GET" and attempt < 3 and patient:
+            answer = self._once(request)
+            if answer is None:  # no answer: only a read may be sent again
+                if request.method == "GET" and attempt < 3 and patient:
                     time.sleep(0.2 * attempt)
                     continue
-                raise self.error(f"{doing}: no answer from the API server{self._route()}", secrets)
-            if reply[0].status == 401 and not refreshed and self._credentials.refused():
+                raise self.error(
+                    f"{request.doing}: no answer from the API server{self._route()}", request.secrets
+                )
+            reply, headers = answer
+            if reply.status == 401 and not refreshed and self._credentials.refused():
                 refreshed = True
                 continue
-            wait = _retry_wait(reply[0], reply[1], method, attempt)
-            if wait is not None and time.monotonic() + wait < deadline:
+            wait = _retry_wait(reply, headers, request.method, attempt)
+            if wait is not None and time.monotonic() + wait < deadline_at:
                 _log.info(
                     "kubernetes %s: %s answered %d; trying again in %.1fs",
                     self.server,
-                    path,
-                    reply[0].status,
+                    request.path,
+                    reply.status,
                     wait,
                 )
                 time.sleep(wait)
                 continue
-            return reply[0]
+            return reply
 
-    def _once(
-        self,
-        method: str,
-        path: str,
-        doing: str,
-        content: bytes | None,
-        params: dict[str, str] | None,
-        content_type: str,
-        secrets: Sequence[Secret],
-    ) -> tuple[Reply, httpx.Headers] | None:
+    def _once(self, request: _Request) -> tuple[Reply, httpx.Headers] | None:
+        doing, secrets = request.doing, request.secrets
         headers = self._credentials.header()
-        if content is not None:
-            headers["Content-Type"] = content_type
-        request = self._client.build_request(
-            method, path, content=content, params=params, headers=headers, extensions=self._extensions
+        if request.content is not None:
+            headers["Content-Type"] = request.content_type
+        built = self._client.build_request(
+            request.method,
+            request.path,
+            content=request.content,
+            params=request.params,
+            headers=headers,
+            extensions=self._extensions,
         )
+        seconds = request.within or self._timeout
         try:
-            with deadline(self._timeout):  # the whole request, however slowly its bytes arrive
-                response = self._client.send(request, stream=True)
+            with deadline(seconds):  # the whole request, however slowly its bytes arrive
+                response = self._client.send(built, stream=True)
                 try:
                     raw = read_body(response, MAX_BODY)
                 finally:
@@ -163,9 +169,7 @@ class KubeApi:
         except AnswerError as exc:
             raise self.error(f"{doing}: the API server {exc}", secrets) from None
         except httpx.TimeoutException:
-            raise self.error(
-                f"{doing}: no answer within {self._timeout:g}s{self._route()}", secrets
-            ) from None
+            raise self.error(f"{doing}: no answer within {seconds:g}s{self._route()}", secrets) from None
         except httpx.ConnectError as exc:
             problem = certificate_problem(exc)
             if problem is not None:

@@ -75,6 +75,12 @@ class Lease:
         self.renewed_at = 0.0  # monotonic time of the last successful acquire or renewal
 
     @property
+    def _budget(self) -> float:
+        """How long one request may take: a renewal stuck on the network must not outlast the
+        time left to notice the lease is lost."""
+        return max(0.5, self.duration / 3)
+
+    @property
     def path(self) -> str:
         return f"/apis/coordination.k8s.io/v1/namespaces/{self.namespace}/leases/{self.name}"
 
@@ -82,7 +88,7 @@ class Lease:
         """Takes or renews the lease; False while another holder's lease has not expired."""
         started = time.monotonic()
         reply = self._api.call(
-            "GET", self.path, f"reading the Lease {self.where}", allow=(404,), patient=False
+            "GET", self.path, f"reading the Lease {self.where}", allow=(404,), within=self._budget
         )
         if reply.status == 404:
             return self._write("POST", self._body(None), started)
@@ -155,7 +161,7 @@ class Lease:
     def _write(self, method: str, body: dict[str, Any], started: float) -> bool:
         path = self.path if method == "PUT" else self.path.rsplit("/", 1)[0]
         reply = self._api.call(
-            method, path, f"taking the Lease {self.where}", body=body, allow=(409,), patient=False
+            method, path, f"taking the Lease {self.where}", body=body, allow=(409,), within=self._budget
         )
         if reply.status == 409:  # another candidate wrote first: it holds the lease now
             return False
