@@ -272,7 +272,10 @@ def build_plan(
     warnings = builder.warnings
     warnings.extend(_unknown_targets(manifest, live, request))
     if not sink.readable:
-        warnings.append("the sink cannot be read back: plan assumes it holds every secret")
+        warnings.append(
+            "the sink cannot be read back: plan assumes it holds every secret it confirmed storing"
+            " (and, for keys it was never handed, the newest key's)"
+        )
     stale = _stale_records(sink, {key.name for key in live}, groups, builder.actions, coderd_url, request)
     warnings.extend(
         f"sink holds a record for {name!r}, whose key no longer exists: apply removes it" for name in stale
