@@ -224,7 +224,8 @@ def test_import_takes_no_secret_as_an_argument(cli: Cli, dev_server: DevServer) 
 
     run = cli("import", "alpha", secrets["alpha"], input=secrets["alpha"])
 
-    assert run.code == 1 and "unexpected extra argument" in run.stderr.lower(), run
+    assert run.code == 1 and "stdin only, never as an argument" in run.stderr, run
+    assert secrets["alpha"] not in run.stderr + run.stdout
     assert not (cli.cwd / SINK).exists()
 
 

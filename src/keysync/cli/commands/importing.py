@@ -17,7 +17,7 @@ from keysync.cli.group import make_options, shared_options
 _MAX_SECRET_BYTES = 4096
 
 
-@click.command(name="import")
+@click.command(name="import", context_settings={"allow_extra_args": True})
 @shared_options
 @click.argument("name")
 @click.option("--lock-timeout", metavar="DURATION", help="Wait this long for the sink lock (e.g. 30s).")
@@ -37,6 +37,7 @@ def import_secret(name: str, lock_timeout: str | None, **kwargs: Any) -> int:
     from keysync.engine.execution import check_git
     from keysync.engine.session import Session
 
+    _refuse_extra_arguments(name)
     secret = _read_stdin(name)
     session = Session(make_options(kwargs))
     try:
@@ -54,6 +55,17 @@ def import_secret(name: str, lock_timeout: str | None, **kwargs: Any) -> int:
     else:
         console.out(f"Imported the secret of {name} (key_prefix {record.key_prefix}) into {where}.")
     return 0
+
+
+def _refuse_extra_arguments(name: str) -> None:
+    # click would quote an extra argument back, and the one a user adds here is the secret.
+    from keysync.errors import UsageError
+
+    if click.get_current_context().args:
+        raise UsageError(
+            f"import {name} takes the secret on stdin only, never as an argument (command lines "
+            "leak): nothing was written; if you typed the secret, treat it as exposed"
+        )
 
 
 def _read_stdin(name: str) -> Any:
