@@ -93,10 +93,12 @@ def test_a_denied_access_review_names_the_verbs_and_creates_no_key(
 ) -> None:
     emu.add_user("ci", "ci-token", Rule.of("get,list,create", "secrets", ""), Rule.of("*", "leases"))
     kube.env["KUBECONFIG"] = str(emu.kubeconfig(tmp_path / "ci", token="ci-token", namespace=NS))
-    kube.write_manifest(manifest(["alpha"], restart=["deployment/gw-{name}"]))
+    kube.write_manifest(manifest(["alpha"], restart=["deployment/gw-{name}"], kubeconfig="elsewhere/config"))
 
     plan = kube("plan")
     apply = kube("apply", "--auto-approve")
+
+    assert "KUBECONFIG (" in plan.stdout and "overrides the manifest's sink.kubeconfig" in plan.stdout, plan
 
     for run in (plan, apply):
         assert run.code == 1, run

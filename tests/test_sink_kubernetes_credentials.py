@@ -99,8 +99,8 @@ def test_kubeconfig_env_wins_over_the_manifest_and_plan_says_so(
     chosen = emu.kubeconfig(tmp_path / "chosen", namespace=NS)
     sink = make(env=env_for(chosen), kubeconfig="elsewhere/config")
     assert sink.endpoint_warnings == [
-        f"KUBECONFIG ({chosen}) wins over sink.kubeconfig ({tmp_path / 'elsewhere/config'}): "
-        "the credentials go where KUBECONFIG says"
+        f"KUBECONFIG ({chosen}) overrides the manifest's sink.kubeconfig (elsewhere/config): "
+        "the Kubernetes credentials are read from the files KUBECONFIG lists"
     ]
 
 

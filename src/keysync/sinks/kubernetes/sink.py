@@ -13,6 +13,7 @@ from pathlib import Path
 
 from keysync.duration import parse_duration
 from keysync.errors import SinkError
+from keysync.hosts import env_endpoint
 from keysync.keys import LiveKey, SecretRecord, SinkView
 from keysync.manifest.sinks import KubernetesSinkConfig
 from keysync.plan import Action, Plan
@@ -38,7 +39,7 @@ class KubernetesSink:
         self._force = bool(getattr(context, "force", False))
         self._shape = SecretShape(config.secret_name, config.data_key, dict(config.labels))
         configured = context.resolve(config.kubeconfig) if config.kubeconfig else None
-        self.endpoint_warnings = _source_warnings(context, configured)  # plan shows them
+        self.endpoint_warnings = _source_warnings(context, config.kubeconfig)  # plan shows them
         found = load_access(context.env, configured, config.context)
         if found.insecure:
             self.endpoint_warnings.append(
@@ -174,15 +175,7 @@ class KubernetesSink:
         return lease_name(self._url, self._config.secret_name)
 
 
-def _source_warnings(context: SinkContext, configured: Path | None) -> list[str]:
-    listed = context.env.get("KUBECONFIG", "").strip()
-    if (
-        configured is None
-        or not listed
-        or [Path(p).expanduser() for p in listed.split(":") if p] == [configured]
-    ):
-        return []
-    return [
-        f"KUBECONFIG ({listed}) wins over sink.kubeconfig ({configured}): "
-        "the credentials go where KUBECONFIG says"
-    ]
+def _source_warnings(context: SinkContext, configured: str | None) -> list[str]:
+    purpose = "the Kubernetes credentials are read from the files KUBECONFIG lists"
+    endpoint = env_endpoint(context.env, "KUBECONFIG", "sink.kubeconfig", configured, purpose)
+    return [endpoint.warning] if endpoint is not None and endpoint.warning else []
