@@ -113,7 +113,7 @@ def test_plan_json_has_exactly_the_contract_fields() -> None:
     assert all(isinstance(w, str) for w in document["warnings"])
 
 
-def test_actions_carry_id_and_prefix_only_when_a_live_key_is_involved() -> None:
+def test_actions_name_the_live_key_only_when_one_is_involved() -> None:
     plan, w = a_plan()
     actions = {a["name"]: a for a in plan_document(plan, w, PlanRequest())["actions"]}
     assert actions["c"] == {"action": "create", "name": "c", "reason": "missing"}
@@ -122,6 +122,7 @@ def test_actions_carry_id_and_prefix_only_when_a_live_key_is_involved() -> None:
         "name": "d",
         "id": key("d").id,
         "key_prefix": key("d").key_prefix,
+        "live_name": "d",
         "reason": "not-in-manifest",
     }
     assert actions["b"] == {
@@ -129,6 +130,7 @@ def test_actions_carry_id_and_prefix_only_when_a_live_key_is_involved() -> None:
         "name": "b",
         "id": key("b").id,
         "key_prefix": key("b").key_prefix,
+        "live_name": "b",
         "reason": "secret-missing",
     }
 
