@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import re
+import secrets
 import ssl
 import threading
 from collections.abc import Callable, Iterator
@@ -27,15 +28,9 @@ from quietserver import QuietServer, Seen
 SECRETS = Resource("secrets", "", "Secret")
 LEASES = Resource("leases", "coordination.k8s.io", "Lease")
 _ROUTES = [
-    (re.compile(r"^/api/v1/namespaces/([^/]+)/(secrets)(?:/([^/]+))?$"), ""),
-    (
-        re.compile(r"^/apis/apps/v1/namespaces/([^/]+)/(deployments|statefulsets|daemonsets)(?:/([^/]+))?$"),
-        "apps",
-    ),
-    (
-        re.compile(r"^/apis/coordination\.k8s\.io/v1/namespaces/([^/]+)/(leases)(?:/([^/]+))?$"),
-        "coordination.k8s.io",
-    ),
+    re.compile(r"^/api/v1/namespaces/([^/]+)/(secrets)(?:/([^/]+))?$"),
+    re.compile(r"^/apis/apps/v1/namespaces/([^/]+)/(deployments|statefulsets|daemonsets)(?:/([^/]+))?$"),
+    re.compile(r"^/apis/coordination\.k8s\.io/v1/namespaces/([^/]+)/(leases)(?:/([^/]+))?$"),
 ]
 _REVIEWS = "/apis/authorization.k8s.io/v1/selfsubjectaccessreviews"
 _PATCH_TYPES = (
@@ -69,7 +64,7 @@ class KubeEmu:
         self.on_request: Callable[[str, str], None] | None = None
         # Called as (resource, namespace, name) when a pod template changes: a test's pods restart.
         self.on_rollout: Callable[[str, str, str], None] | None = None
-        self.token = "emu-admin-" + base64.b32encode(threading.get_ident().to_bytes(8, "big")).decode()[:10]
+        self.token = f"emu-admin-{secrets.token_hex(12)}"
         self.add_user("admin", self.token)
         self._server = QuietServer(("127.0.0.1", 0), _handler_for(self))
         self.ca = tls
@@ -228,7 +223,7 @@ class KubeEmu:
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
         if parts.path == _REVIEWS and method == "POST":
             return 201, self._review(_json(body), user), {}
-        for pattern, _group in _ROUTES:
+        for pattern in _ROUTES:
             match = pattern.match(parts.path)
             if match:
                 namespace, plural, name = match.group(1), match.group(2), match.group(3) or ""
