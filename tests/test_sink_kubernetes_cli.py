@@ -102,7 +102,7 @@ def test_a_denied_access_review_names_the_verbs_and_creates_no_key(
 
     for run in (plan, apply):
         assert run.code == 1, run
-        assert "may not update secrets, delete secrets, get deployments.apps 'gw-alpha', patch" in run.stderr
+        assert "may not update, delete secrets; get, patch deployments.apps (gw-alpha) in" in run.stderr
     assert live_keys(dev_server) == {}
     assert_no_token_shown(kube, "ci-token")
 

@@ -28,10 +28,28 @@ class Permission:
     resource: str
     name: str = ""
 
-    def __str__(self) -> str:
+    @property
+    def qualified(self) -> str:
         group = GROUPS[self.resource]
-        resource = f"{self.resource}.{group}" if group else self.resource
-        return f"{self.verb} {resource}" + (f" {self.name!r}" if self.name else "")
+        return f"{self.resource}.{group}" if group else self.resource
+
+    def __str__(self) -> str:
+        return f"{self.verb} {self.qualified}" + (f" {self.name!r}" if self.name else "")
+
+
+def describe(missing: list[Permission]) -> str:
+    """`create, update secrets; get, patch deployments.apps (gw-a, gw-b)`: verbs by resource."""
+    verbs: dict[str, dict[str, None]] = {}
+    names: dict[str, dict[str, None]] = {}
+    for permission in missing:
+        verbs.setdefault(permission.qualified, {})[permission.verb] = None
+        if permission.name:
+            names.setdefault(permission.qualified, {})[permission.name] = None
+    parts = []
+    for resource, said in verbs.items():
+        named = f" ({', '.join(names[resource])})" if resource in names else ""
+        parts.append(f"{', '.join(said)} {resource}{named}")
+    return "; ".join(parts)
 
 
 def needed(lease_name: str, workloads: list[tuple[str, str]]) -> list[Permission]:

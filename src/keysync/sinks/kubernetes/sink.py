@@ -166,7 +166,7 @@ class KubernetesSink:
     def _denied(self, missing: list[access.Permission]) -> str:
         return (
             f"kubernetes {self._api.server}: the credentials ({self._api.where}) may not "
-            f"{', '.join(str(p) for p in missing)} in namespace {self.namespace!r}: grant these verbs "
+            f"{access.describe(missing)} in namespace {self.namespace!r}: grant these verbs "
             "in a Role bound to them (see examples/kubernetes/role.yaml)"
         )
 
