@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import subprocess
 from datetime import timedelta
 from pathlib import Path
 
@@ -15,6 +17,8 @@ from keysync.duration import format_duration, parse_duration
 from keysync.errors import ManifestError
 from keysync.manifest.load import LoadedManifest, load_manifest, parse_manifest
 from keysync.manifest.sinks import FileSinkConfig
+
+from conftest import KEYSYNC
 
 # Shaped like a real Coder session token: <10 alnum id>-<22 alnum secret>.
 TOKEN = "Zq8Xv2LmPa-4tY7uW1sR9kD3fG6hJ0cB5"
@@ -606,3 +610,74 @@ def test_two_keys_that_would_share_an_env_variable_are_refused(tmp_path: Path) -
     found = problems(tmp_path, text)
     assert len(found) == 1
     assert "KEY_1ABC" in found[0] and "'key-1abc'" in found[0]
+
+
+# --- size: at most 1 MiB, validated in time linear in its size ------------------------------------
+
+MIB = 1 << 20
+
+
+def keys_up_to(size: int, head: str = "version: 1\nkeys:\n") -> str:
+    """A valid manifest of exactly `size` bytes: as many keys as fit, padded with a comment."""
+    lines, used, index = [head], len(head), 0
+    while used + len(line := f"  - key-{index:07d}\n") <= size - 4:
+        lines.append(line)
+        used, index = used + len(line), index + 1
+    return "".join(lines) + "#" * (size - used - 1) + "\n"
+
+
+def validate(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "NO_COLOR": "1"}
+    command = [KEYSYNC, "validate", *args]
+    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
+
+
+def test_a_manifest_of_1_mib_validates_and_one_byte_more_is_refused(tmp_path: Path) -> None:
+    text = keys_up_to(MIB)
+    (tmp_path / "keysync.yaml").write_text(text)
+    (tmp_path / "big.yaml").write_text(text.replace("#\n", "##\n"))
+    assert len((tmp_path / "keysync.yaml").read_bytes()) == MIB
+
+    fits, too_big = validate(tmp_path), validate(tmp_path, "-f", "big.yaml")
+
+    assert fits.returncode == 0, fits.stderr
+    assert re.fullmatch(r"keysync\.yaml: valid \(\d{5} keys, sink file\)\n", fits.stdout), fits.stdout
+    assert too_big.returncode == 1 and too_big.stdout == ""
+    assert (
+        too_big.stderr
+        == "keysync: error: big.yaml:1: the file is larger than 1 MiB, the most a manifest may be\n"
+    )
+
+
+def test_an_endless_manifest_is_refused_after_reading_1_mib(tmp_path: Path) -> None:
+    run = validate(tmp_path, "-f", "/dev/zero")  # read whole, it would never end
+
+    assert run.returncode == 1
+    assert "larger than 1 MiB" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_many_glob_patterns_are_refused_and_plain_names_do_not_count(tmp_path: Path) -> None:
+    globs = ", ".join(f"'team-{i}-*'" for i in range(101))
+    names = ", ".join(f"old-{i}" for i in range(5000))
+    (tmp_path / "globs.yaml").write_text(f"version: 1\npolicy:\n  protect: [{globs}]\nkeys: [a]\n")
+    (tmp_path / "names.yaml").write_text(f"version: 1\npolicy:\n  ignore: [{names}, 'x-*']\nkeys: [a]\n")
+
+    refused, accepted = validate(tmp_path, "-f", "globs.yaml"), validate(tmp_path, "-f", "names.yaml")
+
+    assert refused.returncode == 1, refused
+    assert "globs.yaml:3: policy.protect: 101 glob patterns, at most 100" in refused.stderr
+    assert accepted.returncode == 0, accepted.stderr
+
+
+def test_glob_patterns_match_as_fnmatch_does(tmp_path: Path) -> None:
+    policy = load_manifest(write(tmp_path, "version: 1\npolicy:\n  ignore: [legacy-*, 't?-[0-9]', exact]\n"))
+    ignores = policy.manifest.policy.ignores
+    assert [
+        name for name in ("legacy-a", "t1-5", "tx-9", "exact", "exact-r2", "exactly", "t1-x") if ignores(name)
+    ] == [
+        "legacy-a",
+        "t1-5",
+        "tx-9",
+        "exact",
+        "exact-r2",
+    ]

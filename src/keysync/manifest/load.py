@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import gc
 import hashlib
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,7 @@ from pydantic import BaseModel, ValidationError
 from keysync.errors import ManifestError
 from keysync.generations import generation_of
 from keysync.manifest import yamlsource
-from keysync.manifest.model import Manifest, Policy
+from keysync.manifest.model import MAX_GLOBS, Manifest, Policy, glob_count
 from keysync.manifest.sinks import BUILTIN_SINK_CONFIGS, env_name
 from keysync.secret import looks_secret, redact_secret_like
 
@@ -39,7 +41,8 @@ class LoadedManifest:
 
 def load_manifest(path: Path) -> LoadedManifest:
     try:
-        raw = path.read_bytes()
+        with path.open("rb") as file:
+            raw = file.read(yamlsource.MAX_BYTES + 1)  # what is beyond the limit is never read
     except FileNotFoundError:
         raise ManifestError([f"{path}: no such file (pass -f/--manifest PATH)"]) from None
     except OSError as exc:
@@ -48,19 +51,33 @@ def load_manifest(path: Path) -> LoadedManifest:
 
 
 def parse_manifest(raw: bytes, path: Path) -> LoadedManifest:
-    try:
-        document = yamlsource.load(raw)
-    except yamlsource.YamlError as exc:
-        raise ManifestError([f"{path}:{exc.line}: {exc.message}"]) from None
-    problems = list(_structure_problems(document.data))
-    manifest = None
-    if not problems:
-        manifest, problems = _validate(document.data)
+    with _collector_paused():
+        try:
+            document = yamlsource.load(raw)
+        except yamlsource.YamlError as exc:
+            raise ManifestError([f"{path}:{exc.line}: {exc.message}"]) from None
+        problems = list(_structure_problems(document.data))
+        manifest = None
+        if not problems:
+            manifest, problems = _validate(document.data)
     if problems:
         lines = sorted({(document.line_of(loc), _field(loc), text) for loc, text in problems})
         raise ManifestError([f"{path}:{line}: {field}: {text}" for line, field, text in lines])
     assert manifest is not None
     return LoadedManifest(manifest, path, hashlib.sha256(raw).hexdigest())
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Loading makes a great many objects and frees almost none, so the garbage collector's
+    passes over them, more frequent as they grow, find nothing and cost more than the loading."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _structure_problems(data: Any) -> Iterator[Problem]:
@@ -115,30 +132,42 @@ def _semantic_problems(data: dict[str, Any]) -> list[Problem]:
     policy: dict[str, Any] = raw_policy if isinstance(raw_policy, dict) else {}
     raw_ignore = policy.get("ignore")
     ignore = [p for p in raw_ignore if isinstance(p, str)] if isinstance(raw_ignore, list) else []
-    specs = [(i, _raw_spec(item)) for i, item in enumerate(keys)]
-    names = {spec["name"] for _, spec in specs if spec}
+    if glob_count(ignore) > MAX_GLOBS:
+        ignore = []  # the model reports that; matching every key against them all would be slow
+    names = {name for name in map(_raw_name, keys) if name is not None}
     problems: list[Problem] = []
     seen: dict[str, int] = {}
     raw_manage = policy.get("manage")
     manage = [p for p in raw_manage if isinstance(p, str)] if isinstance(raw_manage, list) else []
+    if glob_count(manage) > MAX_GLOBS:
+        manage = []  # as for ignore
     ignoring = Policy.model_construct(ignore=ignore, manage=manage)
-    for index, spec in specs:
-        if not spec:
+    rotation = policy.get("rotation")
+    for index, item in enumerate(keys):  # once per key, so the common case tests as little as it can
+        name = _raw_name(item)
+        if name is None:
             continue
-        name, loc = spec["name"], ("keys", index)
         if name in seen:
-            problems.append((loc, f"duplicate key name {name!r} (first at keys[{seen[name]}])"))
-        seen.setdefault(name, index)
-        if ignoring.ignores(name):
-            problems.append((loc, f"{name!r} matches policy.ignore, so keysync could never manage it"))
-        if ignoring.outside_manage(name):
-            problems.append((loc, f"{name!r} matches no policy.manage pattern, so keysync never manages it"))
-        generation = generation_of(name)
-        base = generation[0] if generation else None
-        if base in names:
-            problems.append((loc, f"{name!r} is a rotation generation of {base!r}; rename one of them"))
-        if spec.get("rotation", policy.get("rotation")) == "overlap" and len(name) > 60:
-            problems.append((loc, f"{name!r} is too long for rotation: overlap (at most 60 characters)"))
+            problems.append((("keys", index), f"duplicate key name {name!r} (first at keys[{seen[name]}])"))
+        else:
+            seen[name] = index
+        if ignore and ignoring.ignores(name):
+            problems.append(
+                (("keys", index), f"{name!r} matches policy.ignore, so keysync could never manage it")
+            )
+        if manage and ignoring.outside_manage(name):
+            message = f"{name!r} matches no policy.manage pattern, so keysync never manages it"
+            problems.append((("keys", index), message))
+        generation = generation_of(name) if "-r" in name else None
+        if generation and generation[0] in names:
+            message = f"{name!r} is a rotation generation of {generation[0]!r}; rename one of them"
+            problems.append((("keys", index), message))
+        if (
+            len(name) > 60
+            and (item.get("rotation", rotation) if isinstance(item, dict) else rotation) == "overlap"
+        ):
+            message = f"{name!r} is too long for rotation: overlap (at most 60 characters)"
+            problems.append((("keys", index), message))
     return problems
 
 
@@ -160,6 +189,13 @@ def _env_collisions(data: dict[str, Any]) -> list[Problem]:
             message = f"{spec['name']!r} and {first!r} would share the variable {variable} in the env file"
             problems.append((("keys", index), message))
     return problems
+
+
+def _raw_name(item: Any) -> str | None:
+    if isinstance(item, str):
+        return item
+    name = item.get("name") if isinstance(item, dict) else None
+    return name if isinstance(name, str) else None
 
 
 def _raw_spec(item: Any) -> dict[str, Any] | None:

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 from datetime import timedelta
+from functools import cached_property
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from keysync.duration import parse_duration
 from keysync.generations import logical_name
@@ -16,6 +18,7 @@ ApiGeneration = Literal["coderd-keys", "aibridge-keys", "ai-gateway-keys"]
 Rotation = Literal["replace", "overlap"]
 OnMissingSecret = Literal["replace", "keep", "fail"]
 DURATION_PATTERN = r"^(\d+[smhdw])+$"
+MAX_GLOBS = 100  # per list: every key is matched against them all
 
 
 def _check_duration(text: str) -> str:
@@ -70,16 +73,38 @@ class Policy(_Strict):
     overlap_grace: Duration = "15m"
     on_missing_secret: OnMissingSecret = "replace"
 
+    @field_validator("manage", "ignore", "protect")
+    @classmethod
+    def _few_globs(cls, patterns: list[str]) -> list[str]:
+        count = glob_count(patterns)
+        if count > MAX_GLOBS:
+            raise ValueError(
+                f"{count} glob patterns, at most {MAX_GLOBS} (plain names, without * ? or [, do not count)"
+            )
+        return patterns
+
+    @cached_property
+    def ignore_globs(self) -> Globs:
+        return Globs(self.ignore)
+
+    @cached_property
+    def protect_globs(self) -> Globs:
+        return Globs(self.protect)
+
+    @cached_property
+    def manage_globs(self) -> Globs:
+        return Globs(self.manage)
+
     def ignores(self, name: str) -> bool:
         """Whether a key, or the logical key a generation `name-rK` belongs to, is ignored."""
-        return _covers(name, self.ignore)
+        return self.ignore_globs.covers(name)
 
     def protects(self, name: str) -> bool:
-        return _covers(name, self.protect)
+        return self.protect_globs.covers(name)
 
     def outside_manage(self, name: str) -> bool:
         """Whether `manage` leaves the key to other manifests (an empty `manage` takes every key)."""
-        return bool(self.manage) and not _covers(name, self.manage)
+        return bool(self.manage) and not self.manage_globs.covers(name)
 
     def manages(self, name: str) -> bool:
         """Whether a live key is this manifest's to plan: within `manage` and not ignored."""
@@ -92,11 +117,6 @@ class KeySpec(_Strict):
     rotation: Rotation | None = None
     overlap_grace: Duration | None = None
 
-    @model_validator(mode="before")
-    @classmethod
-    def _from_plain_name(cls, data: Any) -> Any:
-        return {"name": data} if isinstance(data, str) else data
-
 
 class Manifest(_Strict):
     version: Literal[1]
@@ -104,6 +124,15 @@ class Manifest(_Strict):
     sink: SinkSettings = SinkSettings()
     policy: Policy = Policy()
     keys: list[KeySpec] = []
+
+    @model_validator(mode="before")
+    @classmethod
+    def _keys_from_plain_names(cls, data: Any) -> Any:
+        """`- gw` is `- name: gw`: converted here in one pass rather than by a validator per key."""
+        keys = data.get("keys") if isinstance(data, dict) else None
+        if not isinstance(keys, list):
+            return data
+        return {**data, "keys": [{"name": key} if isinstance(key, str) else key for key in keys]}
 
     def names(self) -> list[str]:
         return [spec.name for spec in self.keys]
@@ -116,10 +145,27 @@ class Manifest(_Strict):
         return parse_duration(text) if text else None
 
 
-def _covers(name: str, patterns: list[str]) -> bool:
-    """Whether a pattern matches the key or the logical key a generation `name-rK` belongs to."""
-    return bool(patterns) and (_matches(name, patterns) or _matches(logical_name(name), patterns))
+def glob_count(patterns: list[str]) -> int:
+    return sum(1 for pattern in patterns if _is_glob(pattern))
 
 
-def _matches(name: str, patterns: list[str]) -> bool:
-    return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
+def _is_glob(pattern: str) -> bool:
+    return any(char in pattern for char in "*?[")
+
+
+class Globs:
+    """fnmatch patterns matched all at once: plain names in a set, the globs in one regex, so
+    that matching many keys against many patterns does not cost keys times patterns."""
+
+    def __init__(self, patterns: list[str]) -> None:
+        self._any = bool(patterns)
+        self._names = frozenset(pattern for pattern in patterns if not _is_glob(pattern))
+        globs = [fnmatch.translate(pattern) for pattern in patterns if _is_glob(pattern)]
+        self._regex = re.compile("|".join(globs)) if globs else None
+
+    def covers(self, name: str) -> bool:
+        """Whether a pattern matches the key or the logical key a generation `name-rK` belongs to."""
+        return self._any and (self._matches(name) or self._matches(logical_name(name)))
+
+    def _matches(self, name: str) -> bool:
+        return name in self._names or (self._regex is not None and self._regex.match(name) is not None)

@@ -17,7 +17,7 @@ from keysync.secret import redact_secret_like
 
 Path = tuple[str | int, ...]
 
-_MAX_BYTES = 16 << 20
+MAX_BYTES = 1 << 20  # 1 MiB, as SECURITY.md states: some 70,000 keys, validated in well under a second
 _MAX_ALIAS_EXPANSIONS = 20_000
 # libyaml parses about ten times faster; its nodes carry the same line marks.
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -35,22 +35,44 @@ class YamlError(Exception):
 
 @dataclass
 class Document:
-    """The loaded data and, for every path into it, the 1-based line it came from."""
+    """The loaded data, and the YAML nodes it came from, to find the line of any path into it.
+
+    Lines are looked up only for the paths a problem names, by walking the nodes: recording
+    one for every value would cost more than the rest of loading a large manifest.
+    """
 
     data: Any
-    lines: dict[Path, int] = field(default_factory=dict)
+    root: Node | None = None
+    _indexes: dict[int, dict[str, tuple[Node, Node]]] = field(default_factory=dict)
 
     def line_of(self, path: Path) -> int:
-        for end in range(len(path), -1, -1):
-            line = self.lines.get(path[:end])
-            if line is not None:
-                return line
-        return 1
+        """The 1-based line of the value at `path`, or of the nearest enclosing one found."""
+        node = self.root
+        if node is None:
+            return 1
+        line = node.start_mark.line + 1
+        for part in path:
+            if isinstance(node, MappingNode) and isinstance(part, str) and part in self._index(node):
+                key, node = self._index(node)[part]
+                line = key.start_mark.line + 1  # an entry's line is its key's
+            elif isinstance(node, SequenceNode) and isinstance(part, int) and 0 <= part < len(node.value):
+                node = node.value[part]
+                line = node.start_mark.line + 1
+            else:
+                break
+        return line
+
+    def _index(self, node: MappingNode) -> dict[str, tuple[Node, Node]]:
+        index = self._indexes.get(id(node))
+        if index is None:
+            index = {key.value: (key, value) for key, value in node.value if isinstance(key, ScalarNode)}
+            self._indexes[id(node)] = index
+        return index
 
 
 def load(raw: bytes) -> Document:
-    if len(raw) > _MAX_BYTES:
-        raise YamlError(1, f"file is larger than {_MAX_BYTES} bytes")
+    if len(raw) > MAX_BYTES:
+        raise YamlError(1, f"the file is larger than {MAX_BYTES >> 20} MiB, the most a manifest may be")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -62,8 +84,8 @@ def load(raw: bytes) -> Document:
     try:
         root = loader.get_single_node()
         if root is None:
-            return Document(None, {(): 1})
-        return _Builder(loader).build(root)
+            return Document(None)
+        return Document(_Builder(loader).value(root), root)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
@@ -92,12 +114,8 @@ class _Builder:
         self._loader = loader
         self._budget = _MAX_ALIAS_EXPANSIONS
         self._seen: set[int] = set()
-        self._lines: dict[Path, int] = {}
 
-    def build(self, root: Node) -> Document:
-        return Document(self._value(root, ()), self._lines)
-
-    def _value(self, node: Node, path: Path) -> Any:
+    def value(self, node: Node) -> Any:
         if id(node) in self._seen:  # reached again through an alias
             self._budget -= 1
             if self._budget < 0:
@@ -106,29 +124,24 @@ class _Builder:
                 )
         else:
             self._seen.add(id(node))
-        self._lines[path] = node.start_mark.line + 1
+        if isinstance(node, ScalarNode):
+            return self._scalar(node)
         if isinstance(node, MappingNode):
-            return self._mapping(node, path)
-        if isinstance(node, SequenceNode):
-            self._require_tag(node, _SEQ_TAG)
-            return [self._value(item, (*path, i)) for i, item in enumerate(node.value)]
-        assert isinstance(node, ScalarNode)
-        return self._scalar(node)
+            return self._mapping(node)
+        self._require_tag(node, _SEQ_TAG)
+        return [self.value(item) for item in node.value]
 
-    def _mapping(self, node: MappingNode, path: Path) -> dict[str, Any]:
+    def _mapping(self, node: MappingNode) -> dict[str, Any]:
         self._require_tag(node, _MAP_TAG)
         SafeConstructor.flatten_mapping(self._loader, node)
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = self._value(key_node, (*path, "<key>"))
-            line = key_node.start_mark.line + 1
+            key = self.value(key_node)
             if not isinstance(key, str):
-                raise YamlError(line, f"mapping key {key!r} is not a string")
+                raise YamlError(key_node.start_mark.line + 1, f"mapping key {key!r} is not a string")
             if key in result:
-                raise YamlError(line, f"duplicate key {key!r}")
-            result[key] = self._value(value_node, (*path, key))
-            self._lines[(*path, key)] = line
-        self._lines.pop((*path, "<key>"), None)
+                raise YamlError(key_node.start_mark.line + 1, f"duplicate key {key!r}")
+            result[key] = self.value(value_node)
         return result
 
     def _scalar(self, node: ScalarNode) -> Any:
