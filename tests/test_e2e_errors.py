@@ -301,6 +301,7 @@ def test_a_duration_over_100_years_in_the_manifest_is_a_validation_error(cli: Cl
         (("plan", "--url", "https://a..b"), "'a..b' is not a valid host name"),
         (("plan", "--url", "https://xn--.example"), "is not a valid host name"),
         (("plan", "--url", f"https://{'a' * 64}.example"), "is not a valid host name"),
+        (("plan", "--token-file", "/dev/zero"), "larger than 64 KiB, so not a token"),
     ],
 )
 def test_odd_command_line_values_are_one_usage_error(

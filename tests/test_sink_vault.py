@@ -406,6 +406,7 @@ def test_settings_that_cannot_work(make: Make, tmp_path: Path) -> None:
     assert "no Vault token" in refused(make, {"VAULT_TOKEN": ""})
     assert "must start with" in refused(make, address="vault:8200")
     assert "cannot read" in refused(make, auth={"token_file": "missing"})
+    assert "larger than 64 KiB" in refused(make, auth={"token_file": "/dev/zero"})  # read whole, endless
     assert "cannot load" in refused(make, ca_cert="missing.pem")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Final
 
 _MASK: Final = "**********"
@@ -90,3 +91,16 @@ def looks_secret(text: str) -> bool:
 def redact_secret_like(text: str) -> str:
     """Masks anything in text that looks like a token or a key, for messages about user input."""
     return _SECRET_LIKE.sub(_MASK, text)
+
+
+MAX_SECRET_FILE_BYTES = 64 << 10  # tokens are short; a larger file is not one (or never ends)
+
+
+def read_secret_file(path: Path) -> str:
+    """The stripped text of a token file; OSError or ValueError (UnicodeDecodeError is one) when
+    it cannot be read, is not UTF-8 or is larger than any token: /dev/zero must not hang keysync."""
+    with path.open("rb") as file:
+        data = file.read(MAX_SECRET_FILE_BYTES + 1)
+    if len(data) > MAX_SECRET_FILE_BYTES:
+        raise ValueError(f"larger than {MAX_SECRET_FILE_BYTES >> 10} KiB, so not a token")
+    return data.decode("utf-8").strip()

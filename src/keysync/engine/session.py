@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from keysync.errors import UsageError
 from keysync.hosts import require_allowed
-from keysync.secret import Secret, header_safe
+from keysync.secret import Secret, header_safe, read_secret_file
 
 DEFAULT_TOKEN_ENV = "CODER_SESSION_TOKEN"
 
@@ -174,8 +174,8 @@ class Session:
 def read_token(token_file: Path | None, token_env: str = DEFAULT_TOKEN_ENV) -> Secret:
     if token_file is not None:
         try:
-            token = token_file.read_text(encoding="utf-8").strip()
-        except (OSError, UnicodeDecodeError) as exc:
+            token = read_secret_file(token_file)
+        except (OSError, ValueError) as exc:
             raise UsageError(f"--token-file {token_file}: cannot read: {exc}") from None
         if not token:
             raise UsageError(f"--token-file {token_file} is empty")

@@ -28,7 +28,7 @@ from keysync.keys import SecretRecord, SinkView, StoredEntry
 from keysync.loopback import is_loopback
 from keysync.manifest.sinks import VaultAuthConfig, VaultSinkConfig
 from keysync.names import name_problem
-from keysync.secret import Secret, header_safe, mask
+from keysync.secret import Secret, header_safe, mask, read_secret_file
 from keysync.sinks.base import SinkContext
 from keysync.sinks.durable import probe_record
 from keysync.sinks.vault_lock import LOCK_LEAF, VaultLock
@@ -460,8 +460,8 @@ def _static_token(auth: VaultAuthConfig, context: SinkContext) -> Secret | None:
 
 def _read_secret_file(path: Path, setting: str) -> Secret:
     try:
-        value = path.read_text(encoding="utf-8").strip()
-    except (OSError, UnicodeDecodeError) as exc:
+        value = read_secret_file(path)
+    except (OSError, ValueError) as exc:
         raise SinkError(f"vault sink: {setting} {path}: cannot read: {exc}") from None
     if not value:
         raise SinkError(f"vault sink: {setting} {path} is empty")
