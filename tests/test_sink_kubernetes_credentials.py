@@ -18,6 +18,7 @@ import yaml
 from test_proxy import Relay, relay
 
 from keysync.errors import SinkError, UsageError
+from keysync.sinks.kubernetes.api import _environment_proxy
 
 from kubeemu import KubeEmu, Rule
 from kubefixtures import NS, Make, emu_fixture, make_fixture, record
@@ -128,6 +129,26 @@ def test_proxy_url_carries_every_request(emu: KubeEmu, make: Make, tmp_path: Pat
     assert relay.targets == [
         f"GET {emu.url}/api/v1/namespaces/{NS}/secrets?labelSelector=app.kubernetes.io%2Fmanaged-by%3Dkeysync"
     ]
+
+
+@pytest.mark.parametrize(
+    ("server", "env", "expected"),
+    [
+        ("https://kube.example.com:6443", {"HTTPS_PROXY": "proxy:3128"}, "http://proxy:3128"),
+        ("https://kube.example.com:6443", {"https_proxy": "http://p:1", "NO_PROXY": ".example.com"}, None),
+        (
+            "https://kube.example.com",
+            {"HTTPS_PROXY": "http://p:1", "no_proxy": "x.org,kube.example.com:443"},
+            None,
+        ),
+        ("https://kube.example.com", {"HTTP_PROXY": "http://p:1"}, None),  # not for https
+        ("https://127.0.0.1:6443", {"HTTPS_PROXY": "http://p:1"}, None),  # never for loopback
+    ],
+)
+def test_proxies_from_the_environment_as_kubectl_takes_them(
+    server: str, env: dict[str, str], expected: str | None
+) -> None:
+    assert _environment_proxy(server, env) == expected
 
 
 def test_auth_providers_are_refused_with_advice(make: Make, tmp_path: Path, emu: KubeEmu) -> None:

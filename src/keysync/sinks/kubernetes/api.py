@@ -67,7 +67,7 @@ class KubeApi:
         self.where = access.where
         self._credentials = Credentials(access.user, env, access.cluster, access.where)
         self._timeout = timeout
-        self._proxy = access.proxy_url or _environment_proxy(self.server)
+        self._proxy = access.proxy_url or _environment_proxy(self.server, env)
         self._extensions = {"sni_hostname": access.tls_server_name} if access.tls_server_name else {}
         client_cert = _client_cert(access) or self._credentials.plugin_cert
         client = httpx.Client(
@@ -239,10 +239,25 @@ def _load_client_cert(context: ssl.SSLContext, cert: bytes, key: Secret, where: 
             ) from None
 
 
-def _environment_proxy(server: str) -> str | None:
-    from keysync.coder.wire import environment_proxy
+def _environment_proxy(server: str, env: Mapping[str, str]) -> str | None:
+    """The proxy kubectl would take from the environment: HTTPS_PROXY or HTTP_PROXY by the
+    server's scheme, unless NO_PROXY exempts it; never for loopback (Go's ProxyFromEnvironment)."""
+    parts = urlsplit(server)
+    host = parts.hostname or ""
+    variable = f"{parts.scheme}_proxy"
+    proxy = env.get(variable.upper()) or env.get(variable)
+    if not proxy or is_loopback(host) or _exempt(host, env.get("NO_PROXY") or env.get("no_proxy") or ""):
+        return None
+    return proxy if "://" in proxy else f"http://{proxy}"
 
-    return environment_proxy(httpx.URL(server))
+
+def _exempt(host: str, no_proxy: str) -> bool:
+    """NO_PROXY: `*`, or names that match the host or a domain it is under."""
+    for entry in (item.strip().lower() for item in no_proxy.split(",")):
+        name = entry.lstrip(".").split(":")[0] if entry.count(":") <= 1 else entry.strip("[]")
+        if entry == "*" or (name and (host == name or host.endswith("." + name))):
+            return True
+    return False
 
 
 def _document(raw: bytes) -> dict[str, Any]:
