@@ -302,6 +302,9 @@ def test_a_duration_over_100_years_in_the_manifest_is_a_validation_error(cli: Cl
         (("plan", "--url", "https://xn--.example"), "is not a valid host name"),
         (("plan", "--url", f"https://{'a' * 64}.example"), "is not a valid host name"),
         (("plan", "--token-file", "/dev/zero"), "larger than 64 KiB, so not a token"),
+        (("plan", "--target", "a\x1b[2Jb"), "--target 'a\\x1b[2Jb' is not a valid key name"),
+        (("apply", "--replace", "al\npha"), "--replace 'al\\npha' is not a valid key name"),
+        (("plan", "-f", "k\x1b]0;owned\x07.yaml"), "k\\x1b]0;owned\\x07.yaml: no such file"),
     ],
 )
 def test_odd_command_line_values_are_one_usage_error(
@@ -312,6 +315,7 @@ def test_odd_command_line_values_are_one_usage_error(
     line = assert_one_line_error(cli(*args))
 
     assert expected in line
+    assert not re.search(r"[\x00-\x08\x0b-\x1f\x7f]", line), "no control character reaches the terminal"
     assert live_keys(dev_server) == {}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import sys
 import threading
 from typing import TextIO
@@ -11,6 +12,7 @@ from typing import TextIO
 _lock = threading.RLock()  # re-entrant: a signal handler may write while progress holds it
 
 
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")  # all but tab and line feed
 _lost: set[str] = set()  # "stdout", "stderr": streams a write failed on (a reader went away)
 
 
@@ -25,6 +27,12 @@ def out(text: str) -> bool:
 
 def err(text: str) -> bool:
     return _write("stderr", text if text.endswith("\n") else text + "\n")
+
+
+def printable(text: str) -> str:
+    """The text with terminal control characters shown as escapes (`\\x1b`), not obeyed: error
+    lines quote paths, names and answers that came from elsewhere."""
+    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
 
 
 def lost() -> list[str]:

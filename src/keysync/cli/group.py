@@ -152,7 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except click.exceptions.Exit as exc:
         return int(exc.exit_code)
     except click.ClickException as exc:
-        console.err(f"keysync: error: {exc.format_message()}")
+        console.err(f"keysync: error: {console.printable(exc.format_message())}")
         return 1
     except KeyboardInterrupt:
         console.err("keysync: interrupted")

@@ -24,7 +24,7 @@ def boundary(func: Callable[..., int]) -> Callable[..., int]:
             return func(*args, **kwargs)
         except KeysyncError as exc:
             for line in str(exc).splitlines() or [type(exc).__name__]:
-                console.err(f"keysync: error: {line}")
+                console.err(f"keysync: error: {console.printable(line)}")
             return 1
         except (KeyboardInterrupt, click.exceptions.Abort):
             raise

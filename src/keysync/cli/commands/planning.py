@@ -32,7 +32,21 @@ def target_options(func: Any) -> Any:
 def plan_request(kwargs: dict[str, Any], force: bool = False) -> Any:
     from keysync.plan import PlanRequest
 
-    return PlanRequest(frozenset(kwargs.pop("target")), frozenset(kwargs.pop("replace")), force)
+    targets, replace = kwargs.pop("target"), kwargs.pop("replace")
+    _check_names("--target", targets)
+    _check_names("--replace", replace)
+    return PlanRequest(frozenset(targets), frozenset(replace), force)
+
+
+def _check_names(option: str, names: tuple[str, ...]) -> None:
+    """A name that no key can have is a typo, or text not to be echoed to a terminal."""
+    from keysync.errors import UsageError
+    from keysync.names import name_problem
+
+    for name in names:
+        problem = name_problem(name)
+        if problem:
+            raise UsageError(f"{option} {problem}")
 
 
 def render_plan(snapshot: Any, session: Any, request: Any) -> str:
