@@ -90,7 +90,11 @@ class DirectorySink:
         path = self._file(record.name)
         previous = (self._read_secret(record.name), meta.get(record.name))
         # The secret file is synced by itself; the sidecar's group commit syncs the directory.
-        atomic_write(path, record.key.reveal().encode(), sync_directory=False)
+        try:
+            atomic_write(path, record.key.reveal().encode(), sync_directory=False)
+        except SinkError:
+            self._ready()  # the directory gone meanwhile: say that, not "no such file"
+            raise
         try:
             self._commit.commit(lambda: self._set(meta, record.name, record.public()))
         except SinkError:
