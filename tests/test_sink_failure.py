@@ -203,6 +203,8 @@ def test_openbao_stopped_mid_rotation_leaves_the_keys_not_started_untouched(
             cli = Cli(tmp_path, env)
             cli.write_manifest(manifest(names, "sink:\n  type: vault\n"))
             assert cli("apply", "--auto-approve").code == 0
+            listed = bao.ok("LIST", "secret/metadata/keysync")["data"]["keys"]
+            assert "keysync-preflight" not in listed, "the preflight's probe record was left in Vault"
             before = live_keys(slow_server)
             rotation = _rotate_and_stop_bao_after_the_first(cli, names, process)
         finally:
