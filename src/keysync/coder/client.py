@@ -23,7 +23,7 @@ from keysync import __version__
 from keysync import errors as e
 from keysync.coder import detection
 from keysync.coder.detection import content_type
-from keysync.coder.fields import check_key_id, check_listed, created_key_problem, shown
+from keysync.coder.fields import check_key_id, check_listed, created_key_problem, listed_key_problem, shown
 from keysync.coder.pacing import Pacer, Quota
 from keysync.coder.retry import UNKNOWN_OUTCOME_STATUS, Backoff, rate_limit_floor, rate_limit_wait
 from keysync.coder.wire import Wire
@@ -169,12 +169,10 @@ class CoderClient:
             raise e.OutcomeUnknownError(
                 f"create {name!r}: coderd answered 201 with a body keysync cannot read"
             ) from None
-        problem = created_key_problem(created.key, created.key_prefix)
+        problem = created_key_problem(created.key, created.key_prefix) or listed_key_problem(live)
         if problem is None and live.name != name:
             problem = f"another key's name ({shown(live.name)})"
-        if problem is None:
-            check_listed([live], path)
-        else:
+        if problem is not None:
             raise e.OutcomeUnknownError(f"create {name!r}: coderd answered 201 with {problem}")
         return CreatedKey(live=live, secret=Secret(created.key))
 
