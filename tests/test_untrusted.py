@@ -257,3 +257,14 @@ def test_a_token_file_is_used_when_vault_addr_pins_the_server(
     assert run.code == 0, run
     assert vault_entries(bao, prefix) == ["alpha", "beta"]
     assert attacker.seen == []
+
+
+def test_a_sink_path_at_a_credential_file_never_shows_its_content(cli: Cli, tmp_path: Path) -> None:
+    stolen = tmp_path / "coder-session-token"
+    stolen.write_text(cli.env["CODER_SESSION_TOKEN"] + "\n")
+    for sink in ("  type: file", "  type: file\n  format: env"):
+        cli.write_manifest(f"version: 1\nsink:\n{sink}\n  path: {stolen}\nkeys: [alpha]\n")
+        for args in (("plan", "--format", "markdown"), ("apply", "--auto-approve")):
+            line = one_error_line(cli(*args))
+            assert str(stolen) in line and cli.env["CODER_SESSION_TOKEN"] not in line
+    assert stolen.read_text() == cli.env["CODER_SESSION_TOKEN"] + "\n"

@@ -20,10 +20,35 @@ Path = tuple[str | int, ...]
 MAX_BYTES = 1 << 20  # 1 MiB, as SECURITY.md states: some 70,000 keys, validated in well under a second
 _MAX_ALIAS_EXPANSIONS = 20_000
 # libyaml parses about ten times faster; its nodes carry the same line marks.
-_Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+_BaseLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 _MAP_TAG = "tag:yaml.org,2002:map"
 _SEQ_TAG = "tag:yaml.org,2002:seq"
 _STR_TAG = "tag:yaml.org,2002:str"
+
+
+class _Loader(_BaseLoader):  # type: ignore[misc]
+    """The safe loader, resolving tags without PyYAML's Python lookups for every node: a quoted
+    scalar, or one whose first character starts no implicit type (bool, int, null...), is a
+    string, and a plain scalar seen before has the tag it had then."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        resolvers = self.yaml_implicit_resolvers
+        self._fast = None not in resolvers and not self.yaml_path_resolvers  # what the rules assume
+        self._starts = frozenset(key for key in resolvers if key)
+        self._resolved: dict[str, str] = {}
+
+    def resolve(self, kind: type[Node], value: Any, implicit: Any) -> str:
+        if not self._fast:
+            return str(super().resolve(kind, value, implicit))
+        if kind is not ScalarNode:
+            return _MAP_TAG if kind is MappingNode else _SEQ_TAG
+        if not implicit[0] or (value and value[0] not in self._starts):
+            return _STR_TAG
+        tag = self._resolved.get(value)
+        if tag is None:
+            tag = self._resolved[value] = str(super().resolve(kind, value, implicit))
+        return tag
 
 
 class YamlError(Exception):
