@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keysync import __version__
 from keysync.errors import StalePlanError
 from keysync.keys import LiveKey, SecretRecord, SinkView, StoredEntry
 from keysync.manifest.model import Manifest
 from keysync.plan import Plan, PlanRequest, build_plan
-from keysync.plandoc import World, check_saved_plan, plan_document
+from keysync.plandoc import World, check_saved_actions, check_saved_plan, parse_saved_plan, plan_document
 from keysync.secret import Secret
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -307,3 +310,44 @@ def test_a_stale_plan_explanation_holds_no_secret() -> None:
     message = stale_message(saved(plan, w), now)
     for secret in [*SECRETS.values(), "NEWsEcReTxx" + "y" * 32]:
         assert secret not in message
+
+
+# --- a damaged saved plan: one ValueError, or a plan apply reads without failing ------------------
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=6),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+def places(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    found = [path]
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else []
+    for key_, item in items:
+        found += places(item, (*path, key_))
+    return found
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_any_damage_to_a_saved_plan_is_refused_or_harmless(data: st.DataObject) -> None:
+    plan, w = a_plan()
+    document = saved(plan, w)
+    path = data.draw(st.sampled_from(places(document)[1:]))
+    target = document
+    for part in path[:-1]:
+        target = target[part]
+    target[path[-1]] = data.draw(JSON_VALUES)
+    text = json.dumps(document)
+    raw = text[: data.draw(st.integers(0, len(text)))] if data.draw(st.booleans()) else text
+
+    try:
+        parsed = parse_saved_plan(raw.encode())
+    except ValueError as exc:
+        assert "\n" not in str(exc)
+        return
+    assert isinstance(parsed, dict)
+    for check in (lambda: check_saved_plan(parsed, w), lambda: check_saved_actions(parsed, plan)):
+        with contextlib.suppress(StalePlanError):  # the one way apply refuses a readable plan
+            check()
