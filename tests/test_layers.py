@@ -1,7 +1,8 @@
 """Guard: the folders are layers, and every import points inward.
 
-core (the modules at the top of `keysync/`) and `manifest/` are the pure domain; `coder/` and
-`sinks/` are adapters that may use the domain but not each other; `engine/` composes them;
+core (the modules at the top of `keysync/`) and `manifest/` are the pure domain; `transport/`
+bounds HTTP exchanges and knows nothing of keysync; `coder/` and `sinks/` are adapters that may
+use the domain and the transport but not each other; `engine/` composes them;
 `cli/` is the outermost ring. `devserver/` stands alone: it emulates Coder and shares no code
 with the client, so that the two cannot agree on a mistake.
 """
@@ -18,10 +19,11 @@ PACKAGE = Path(__file__).resolve().parents[1] / "src" / "keysync"
 MAY_IMPORT: dict[str, set[str]] = {
     "core": {"core", "manifest"},
     "manifest": {"core", "manifest"},
-    "coder": {"core", "coder"},
-    "sinks": {"core", "manifest", "sinks"},
-    "engine": {"core", "manifest", "coder", "sinks", "engine"},
-    "cli": {"core", "manifest", "coder", "sinks", "engine", "cli", "devserver"},
+    "transport": {"transport"},
+    "coder": {"core", "transport", "coder"},
+    "sinks": {"core", "manifest", "transport", "sinks"},
+    "engine": {"core", "manifest", "transport", "coder", "sinks", "engine"},
+    "cli": {"core", "manifest", "transport", "coder", "sinks", "engine", "cli", "devserver"},
     "devserver": {"devserver"},
 }
 # (importer, imported) pairs allowed across the rule, each with its reason.
