@@ -47,9 +47,10 @@ class Pods:
     """The gateway Deployment's pods: each rollout starts new replicas with the Secret as it is
     now, then stops the old ones, as a RollingUpdate does."""
 
-    def __init__(self, emu: KubeEmu, url: str, directory: Path, start_new: bool = True) -> None:
+    def __init__(self, emu: KubeEmu, url: str, directory: Path) -> None:
         self._emu, self._url, self._directory = emu, url, directory
-        self.start_new = start_new
+        self.start_new = True
+        self.replicas = REPLICAS
         self.running: list[subprocess.Popen[str]] = []
         self.stopped: list[tuple[int, str]] = []
         self._started = 0
@@ -59,7 +60,7 @@ class Pods:
         if self.start_new:
             key_file = self._directory / f"key-{self._started}"
             key_file.write_text(self._emu.secret_value(namespace, "alpha") or "")
-            self.running = [start_replica(self._url, key_file) for _ in range(REPLICAS)]
+            self.running = [start_replica(self._url, key_file) for _ in range(self.replicas)]
             self._started += 1
         self.stopped += [stop_replica(process) for process in old]
 
@@ -122,6 +123,7 @@ def test_a_rotation_reaches_every_replica_and_retires_the_old_key_with_none_refu
 def test_a_new_generation_no_replica_uses_keeps_the_old_one(
     kube: Cli, pods: Pods, dev_server: DevServer
 ) -> None:
+    pods.replicas = 1
     assert kube("apply", "--auto-approve").code == 0
     pods.start_new = False  # the rolled pods never reach Coder (a crash loop, a network policy)
     assert kube("apply", "--auto-approve", "--replace", "alpha").code == 0
