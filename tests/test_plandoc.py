@@ -34,6 +34,7 @@ CONTRACT_FIELDS = {
     "sink_fingerprint",
     "actions",
     "summary",
+    "applyable",
     "warnings",
 }
 # "Saved plans record the URL, API generation, --target and --replace they were made with."

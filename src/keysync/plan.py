@@ -28,6 +28,7 @@ Reason = Literal[
     "superseded",
     "orphaned",
 ]
+NEEDS_FORCE = "needs --force: "  # how a warning names a guard that only --force lifts
 _ORDER = {"retire": 0, "delete": 1, "replace": 2, "rotate": 3, "create": 4}
 
 
@@ -114,6 +115,11 @@ class Plan:
     @property
     def has_changes(self) -> bool:
         return bool(self.actions or self.stale_records)
+
+    @property
+    def applyable(self) -> bool:
+        """Apply would carry it out as it stands: no failure, nothing that needs --force."""
+        return not self.failures and not self.needs_force
 
     def summary(self) -> dict[str, int]:
         counts = {"create": 0, "delete": 0, "replace": 0}
@@ -282,7 +288,7 @@ def build_plan(
     )
     actions = sorted(builder.actions, key=Action.sort_key)
     guards = _guard_violations(actions, extra, groups, manifest, now)
-    warnings.extend(f"needs --force: {reason}" for reason in guards)
+    warnings.extend(NEEDS_FORCE + reason for reason in guards)
     return Plan(actions, warnings, stale, builder.failures, guards, builder.waiting)
 
 

@@ -12,7 +12,7 @@ from typing import Any
 from keysync import __version__
 from keysync.errors import StalePlanError
 from keysync.keys import LiveKey, SinkView
-from keysync.plan import Plan, PlanRequest
+from keysync.plan import NEEDS_FORCE, Plan, PlanRequest
 from keysync.timefmt import rfc3339
 
 FORMAT_VERSION = 1
@@ -79,6 +79,7 @@ def plan_document(plan: Plan, world: World, request: PlanRequest, snapshot: bool
         "replace": sorted(request.replace),
         "actions": [action.data() for action in plan.actions],
         "summary": plan.summary(),
+        "applyable": plan.applyable,
         "warnings": plan.warnings,
         "waiting": [waiting.data() for waiting in plan.waiting],
     }
@@ -108,7 +109,14 @@ def parse_saved_plan(raw: bytes) -> dict[str, Any]:
     problem = _control_character(document) or _shape_problem(document)
     if problem:
         raise ValueError(f"not a keysync plan: {problem}")
+    document.setdefault("applyable", _applyable_from_warnings(document.get("warnings", [])))
     return document
+
+
+def _applyable_from_warnings(warnings: list[str]) -> bool:
+    """For a plan saved before `applyable` was written: failures were not saved, and apply
+    recomputes and refuses them anyway; what needed --force is in its warnings."""
+    return not any(warning.startswith(NEEDS_FORCE) for warning in warnings)
 
 
 def _control_character(document: Any) -> str | None:
@@ -132,7 +140,10 @@ def _shape_problem(document: dict[str, Any]) -> str | None:
     for field in _PLAN_TEXT_FIELDS:
         if not isinstance(document.get(field), str):
             return f"{field}: not a string"
-    for field, required in (("targets", True), ("replace", True), ("stale_records", False)):
+    if not isinstance(document.get("applyable", False), bool):
+        return "applyable: not true or false"
+    fields = (("targets", True), ("replace", True), ("stale_records", False), ("warnings", False))
+    for field, required in fields:
         value = document.get(field, None if required else [])
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
             return f"{field}: not a list of strings"

@@ -6,6 +6,7 @@ from typing import Any
 
 from keysync import __version__
 from keysync.engine.applier import ApplyReport, Outcome
+from keysync.plandoc import FORMAT_VERSION
 from keysync.render import SYMBOL
 
 _PAST = {
@@ -58,10 +59,13 @@ def render_report(report: ApplyReport) -> str:
     return "\n".join(lines)
 
 
-def report_document(report: ApplyReport) -> dict[str, Any]:
+def report_document(report: ApplyReport, applyable: bool = True) -> dict[str, Any]:
+    """`applyable`: the plan carried out was applyable as planned, false when --force lifted a
+    guard (a plan with failures is never carried out)."""
     return {
-        "format_version": 1,
+        "format_version": FORMAT_VERSION,
         "keysync_version": __version__,
+        "applyable": applyable,
         "result": "interrupted" if report.interrupted else ("ok" if report.succeeded else "failed"),
         "actions": [o.data() for o in sorted(report.outcomes, key=lambda o: o.action.sort_key())],
         "not_started": [a.data() for a in report.not_started],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 from collections.abc import Iterator
@@ -64,6 +65,7 @@ def apply(
       keysync plan --out plan.json && keysync apply plan.json
     """
     from keysync.engine.execution import check_git
+    from keysync.engine.runner import runner_disk_warnings
     from keysync.engine.session import Session
 
     request = plan_request(kwargs, force=force)
@@ -75,6 +77,8 @@ def apply(
     try:
         if saved is not None:
             _check_saved_context(saved, session)
+        for warning in runner_disk_warnings(session, os.environ):
+            console.err(f"keysync: warning: {warning}")
         check_git(session, force)  # before the lock, which would sit in the work tree too
         with session.sink.lock(seconds(lock_timeout)):
             approved = auto_approve or saved is not None
@@ -91,7 +95,7 @@ def _apply_locked(
     force: bool,
     audit_path: Path | None,
 ) -> int:
-    from keysync.engine.execution import preflight
+    from keysync.engine.execution import git_problems, preflight
     from keysync.errors import KeysyncError
     from keysync.plandoc import check_saved_actions, check_saved_plan
     from keysync.render import render_text, target_line
@@ -110,7 +114,7 @@ def _apply_locked(
             from keysync.engine.applier import ApplyReport
             from keysync.report import report_document
 
-            console.out(json.dumps(report_document(ApplyReport()), indent=2))
+            console.out(json.dumps(report_document(ApplyReport(), plan.applyable), indent=2))
         else:
             console.out("No changes. Nothing to apply.")
         return 0
@@ -122,10 +126,11 @@ def _apply_locked(
         console.err(render_text(plan, snapshot.now, color, target))
         _confirm()
     preflight(session, plan)
-    return _execute(session, plan, audit_path)
+    forced_git = force and bool(git_problems(session))  # lifted before the lock
+    return _execute(session, plan, audit_path, plan.applyable and not forced_git)
 
 
-def _execute(session: Any, plan: Any, audit_path: Path | None) -> int:
+def _execute(session: Any, plan: Any, audit_path: Path | None, applyable: bool) -> int:
     from keysync.engine.execution import execute_plan
     from keysync.report import outcome_line, render_report, report_document
 
@@ -136,7 +141,8 @@ def _execute(session: Any, plan: Any, audit_path: Path | None) -> int:
             session, plan, stop, lambda o: progress.finished(outcome_line(o), o.ok), audit_path
         )
     progress.close()
-    text = json.dumps(report_document(report), indent=2) if session.options.format == "json" else None
+    document = report_document(report, applyable)
+    text = json.dumps(document, indent=2) if session.options.format == "json" else None
     if not console.out(text or render_report(report)):
         console.err(render_report(report))  # stdout went away: the report goes where it still can
     if audit_error:

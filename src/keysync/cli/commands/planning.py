@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from dataclasses import replace
 from typing import Any
@@ -140,12 +141,15 @@ def preflighted(session: Any, snapshot: Any) -> Any:
     """The plan with what apply would check first: the URL it targets, the git rail (a problem
     that needs --force), and the sink's read-only checks (a failure: plan exits 1)."""
     from keysync.engine.execution import git_problems, readiness_problems
+    from keysync.engine.runner import runner_disk_warnings
+    from keysync.plan import NEEDS_FORCE
 
     plan = snapshot.plan
     git = git_problems(session)
+    endpoints = [*session.endpoint_warnings(), *runner_disk_warnings(session, os.environ)]
     plan = replace(
         plan,
-        warnings=[*session.endpoint_warnings(), *plan.warnings, *(f"needs --force: {text}" for text in git)],
+        warnings=[*endpoints, *plan.warnings, *(NEEDS_FORCE + text for text in git)],
         guards={**plan.guards, **{text: [] for text in git}},
         failures=plan.failures + readiness_problems(session, plan),
     )
