@@ -382,9 +382,8 @@ def test_watch_rounds_that_write_leave_no_thread_and_no_record_behind(
         assert sorted(held_secrets(tmp_path, sink_type)) == ["soak-a", "soak-b"]
         assert threads == before
         gc.collect()
-        assert not [o for o in gc.get_objects() if isinstance(o, SecretRecord)], (
-            "a round's records outlived it"
-        )
+        ours = [o for o in gc.get_objects() if isinstance(o, SecretRecord) and o.coderd_url == dev_server.url]
+        assert not ours, "a round's records outlived it"
         for name in ("soak-a", "soak-b"):
             delete_out_of_band(dev_server, live_keys(dev_server)[name]["id"])
 
