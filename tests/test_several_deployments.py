@@ -156,3 +156,34 @@ def test_token_env_must_name_a_coder_token_variable(repo: Cli) -> None:
     run = repo("validate")
     assert run.code == 1
     assert "keysync.yaml:3: coderd.token_env" in run.stderr and "VAULT_TOKEN" in run.stderr
+
+
+def test_validate_json_is_a_list_of_one_object_per_manifest_and_one_manifest_stays_an_object(
+    repo: Cli,
+) -> None:
+    valid = repo("validate", *BOTH, "--format", "json")
+    assert valid.code == 0, valid
+    assert json.loads(valid.stdout) == [
+        {"manifest": PROD, "format_version": 1, "valid": True, "keys": 1, "sink": "file"},
+        {"manifest": STAGING, "format_version": 1, "valid": True, "keys": 2, "sink": "file"},
+    ]
+    one = json.loads(repo("validate", "-f", PROD, "--format", "json").stdout)
+    assert one == {
+        "format_version": 1,
+        "valid": True,
+        "manifests": [{"path": PROD, "valid": True, "keys": 1, "sink": "file"}],
+    }
+    (repo.cwd / STAGING).write_text("version: 1\nkeys: [Bad_Name]\n")
+    invalid = repo("validate", *BOTH, "--format", "json")
+    assert invalid.code == 1
+    prod, staging = json.loads(invalid.stdout)
+    assert prod["valid"] is True and staging["manifest"] == STAGING and staging["valid"] is False
+    assert any("Bad_Name" in problem for problem in staging["problems"])
+    assert "Bad_Name" in invalid.stderr and "Traceback" not in invalid.stderr
+
+
+def test_each_listed_plan_says_whether_it_is_applyable_and_a_failed_one_is_versioned_too(repo: Cli) -> None:
+    del repo.env["CODER_STAGING_SESSION_TOKEN"]
+    prod, staging = json.loads(repo("plan", *BOTH, "--format", "json").stdout)
+    assert prod["format_version"] == 1 and prod["applyable"] is True
+    assert set(staging) == {"manifest", "format_version", "error"}

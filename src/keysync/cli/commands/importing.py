@@ -51,7 +51,10 @@ def import_secret(name: str, lock_timeout: str | None, **kwargs: Any) -> int:
     finally:
         session.close()
     if session.options.format == "json":
-        console.out(json.dumps({"imported": name, "key_prefix": record.key_prefix, "sink": where}, indent=2))
+        from keysync.plandoc import FORMAT_VERSION
+
+        document = {"format_version": FORMAT_VERSION, "imported": name, "key_prefix": record.key_prefix}
+        console.out(json.dumps({**document, "sink": where}, indent=2))
     else:
         console.out(f"Imported the secret of {name} (key_prefix {record.key_prefix}) into {where}.")
     return 0

@@ -32,23 +32,35 @@ def validate(more: tuple[Path, ...], **kwargs: Any) -> int:
     paths = more or kwargs["manifest"]
     options = make_options(kwargs, manifest=paths[0])
     problems: list[str] = []
-    results: list[dict[str, Any]] = []
+    results: list[tuple[Path, dict[str, Any]]] = []
     for path in paths:
         try:
             loaded = load_manifest(path)
         except ManifestError as exc:
             problems += exc.problems
-            results.append({"path": str(path), "valid": False, "problems": exc.problems})
+            results.append((path, {"valid": False, "problems": exc.problems}))
             continue
         count, sink = len(loaded.manifest.keys), loaded.manifest.sink.type
-        results.append({"path": str(path), "valid": True, "keys": count, "sink": sink})
+        results.append((path, {"valid": True, "keys": count, "sink": sink}))
         if options.format != "json":
             console.out(f"{path}: valid ({count} key{'s' if count != 1 else ''}, sink {sink})")
     if options.format == "json":
-        console.out(json.dumps({"valid": not problems, "manifests": results}, indent=2))
+        console.out(json.dumps(_validate_document(results), indent=2))
     if problems:
         raise ManifestError(problems)
     return 0
+
+
+def _validate_document(results: list[tuple[Path, dict[str, Any]]]) -> Any:
+    """One manifest: an object listing it. Several: a list, one object per manifest, as plan and
+    status give them."""
+    from keysync.plandoc import FORMAT_VERSION
+
+    if len(results) == 1:
+        ((path, fields),) = results
+        manifests = [{"path": str(path), **fields}]
+        return {"format_version": FORMAT_VERSION, "valid": fields["valid"], "manifests": manifests}
+    return [{"manifest": str(path), "format_version": FORMAT_VERSION, **fields} for path, fields in results]
 
 
 @click.command()
@@ -100,7 +112,10 @@ def _status_section(kwargs: dict[str, Any], path: Path) -> Any:
     finally:
         session.close()
     if session.options.format == "json":
-        return Section(path, 0, document={"coderd_url": session.coderd_url, "keys": rows})
+        from keysync.plandoc import FORMAT_VERSION
+
+        document = {"format_version": FORMAT_VERSION, "coderd_url": session.coderd_url, "keys": rows}
+        return Section(path, 0, document=document)
     markdown = session.options.format == "markdown"
     return Section(path, 0, render_rows(rows, datetime.now(UTC), markdown=markdown))
 

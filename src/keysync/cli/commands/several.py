@@ -40,7 +40,11 @@ def each(paths: Sequence[Path], one: Callable[[Path], Section]) -> list[Section]
 
 def write(sections: Sequence[Section], output_format: str) -> None:
     if output_format == "json":
-        documents = [{"manifest": str(s.path), **s.document} for s in sections]
+        from keysync.plandoc import FORMAT_VERSION
+
+        documents = [
+            {"manifest": str(s.path), "format_version": FORMAT_VERSION, **s.document} for s in sections
+        ]
         console.out(json.dumps(documents, indent=2))
         return
     heading = "## `{}`" if output_format == "markdown" else "=== {} ==="
