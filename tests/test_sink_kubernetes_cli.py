@@ -262,3 +262,32 @@ def test_moving_from_a_file_sink_imports_the_held_secrets_without_rotating(
     assert {name: key["id"] for name, key in live_keys(dev_server).items()} == before
     assert emu.secret_value(NS, "alpha") == held["alpha"]["key"]
     assert_no_token_shown(kube, held["alpha"]["key"], held["beta"]["key"])
+
+
+def test_an_interrupt_ends_the_wait_for_rollouts(kube: Cli, emu: KubeEmu) -> None:
+    import signal
+    import subprocess
+    import time
+
+    from conftest import KEYSYNC
+
+    emu.workload(NS, "gw-alpha", behaviour="stall")
+    kube.write_manifest(manifest(["alpha"], restart=["deployment/gw-{name}"], rollout_timeout="5m"))
+    process = subprocess.Popen(
+        [KEYSYNC, "apply", "--auto-approve"],
+        cwd=kube.cwd,
+        env=kube.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    rollout = emu.rollouts[("deployments", NS, "gw-alpha")]
+    deadline = time.monotonic() + 30
+    while not rollout.restarts and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=30)
+
+    assert process.returncode == 130, (out, err)
+    assert "rollout of deployment/gw-alpha not waited for: interrupted" in out
+    assert emu.secret(NS, "alpha") is not None

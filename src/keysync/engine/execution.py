@@ -87,15 +87,17 @@ def execute_plan(
             audit.close()
     if failures:
         report.interrupted = False  # stopped by the broken trail, not by a signal
-    _after_apply(session, report)
+    _after_apply(session, report, stop)
     return report, (failures[0] if failures else None)
 
 
-def _after_apply(session: Session, report: ApplyReport) -> None:
-    """The sink's optional step once every secret is written (kubernetes: roll the workloads)."""
+def _after_apply(session: Session, report: ApplyReport, stop: threading.Event) -> None:
+    """The sink's optional step once every secret is written (kubernetes: roll the workloads);
+    an interrupt meanwhile ends its waiting and makes the apply an interrupted one."""
     after = getattr(session.sink, "after_apply", None)
-    if after is None or report.interrupted:
+    if after is None or report.interrupted or stop.is_set():
         return
     written = [o.action.name for o in report.outcomes if o.ok and o.action.creates]
     for line, ok in after(written):
         (report.notes if ok else report.cleanup_errors).append(line)
+    report.interrupted = stop.is_set()

@@ -24,7 +24,7 @@ from keysync.secret import Secret, mask
 from keysync.sinks.kubernetes.credentials import Credentials
 from keysync.sinks.kubernetes.kubeconfig import ClusterAccess
 from keysync.transport.answers import AnswerError, parse_json, read_body
-from keysync.transport.deadline import bounded_client, deadline
+from keysync.transport.deadline import bounded_client, deadline, pause
 from keysync.transport.tls import certificate_problem
 
 MAX_BODY = 64 << 20
@@ -123,7 +123,7 @@ class KubeApi:
             answer = self._once(request)
             if answer is None:  # no answer: only a read may be sent again
                 if request.method == "GET" and attempt < 3 and patient:
-                    time.sleep(0.2 * attempt)
+                    pause(0.2 * attempt)
                     continue
                 raise self.error(
                     f"{request.doing}: no answer from the API server{self._route()}", request.secrets
@@ -141,7 +141,7 @@ class KubeApi:
                     reply.status,
                     wait,
                 )
-                time.sleep(wait)
+                pause(wait)  # an interrupt ends the wait
                 continue
             return reply
 

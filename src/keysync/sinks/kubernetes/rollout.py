@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 from keysync.errors import SinkError
 from keysync.sinks.kubernetes.api import KubeApi
+from keysync.transport.deadline import pause, requests_interrupted
 
 RESTARTED_AT = "kubectl.kubernetes.io/restartedAt"
 STRATEGIC_MERGE = "application/strategic-merge-patch+json"
@@ -56,6 +57,7 @@ class Roller:
         self._api = api
         self._namespace = namespace
         self._timeout = timeout
+        self.interrupted = False
 
     def roll(self, wanted: list[Target]) -> list[tuple[str, bool]]:
         """Restarts each target, waits for all of them; one (line, ok) note per target."""
@@ -79,7 +81,7 @@ class Roller:
         self._wait(rolling, started + self._timeout)
         seconds = time.monotonic() - started
         for item in rolling:
-            notes.append(_note(item, seconds, self._timeout))
+            notes.append(_note(item, seconds, self._timeout, self.interrupted))
         return notes
 
     def exists(self, target: Target) -> bool:
@@ -104,15 +106,18 @@ class Roller:
         return reply.status != 404
 
     def _wait(self, rolling: list[_Rolling], deadline: float) -> None:
-        pause = FIRST_POLL
+        between = FIRST_POLL
         while True:
             for item in rolling:
                 if item.state == "waiting":
                     self._check(item)
             if all(item.state != "waiting" for item in rolling) or time.monotonic() >= deadline:
                 return
-            time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
-            pause = min(LONGEST_POLL, pause * 1.3)
+            pause(min(between, max(0.0, deadline - time.monotonic())))  # an interrupt ends it
+            if requests_interrupted():
+                self.interrupted = True
+                return
+            between = min(LONGEST_POLL, between * 1.3)
 
     def _check(self, item: _Rolling) -> None:
         try:
@@ -126,7 +131,9 @@ class Roller:
         item.state, item.message = state, message
 
 
-def _note(item: _Rolling, seconds: float, timeout: float) -> tuple[str, bool]:
+def _note(item: _Rolling, seconds: float, timeout: float, interrupted: bool) -> tuple[str, bool]:
+    if item.state == "waiting" and interrupted:
+        return f"rollout of {item.target} not waited for: interrupted ({item.message})", False
     if item.state == "done":
         return f"rolled {item.target}: {item.message} ({seconds:.0f}s)", True
     if item.state == "failed":
