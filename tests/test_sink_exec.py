@@ -252,7 +252,8 @@ def test_a_delivery_never_confirmed_shows_as_secret_missing_and_is_replaced(
     actions = {a["name"]: a for a in json.loads(plan.stdout)["actions"]}
     assert (actions["victim"]["action"], actions["victim"]["reason"]) == ("replace", "secret-missing")
     assert actions["victim"]["id"] == victim["id"]
-    assert actions.get("steady", {}).get("reason", "secret-missing") == "secret-missing"
+    # steady may have been delivered, handed over, or not yet created when keysync died
+    assert actions.get("steady", {}).get("reason", "missing") in ("secret-missing", "missing")
     rows = {row["name"]: row["sink"] for row in json.loads(cli("status", "--format", "json").stdout)["keys"]}
     assert rows["victim"] == "missing"
 
