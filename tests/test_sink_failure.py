@@ -259,7 +259,9 @@ def test_the_sink_directory_removed_mid_apply_fails_the_apply_and_the_next_one_h
     for line in process.stderr:
         seen.append(line)
         if "created" in line:
-            shutil.rmtree(tmp_path / "keys")
+            # Moved away in one step, then removed: keysync may be creating a file in it meanwhile.
+            (tmp_path / "keys").rename(tmp_path / "removed")
+            shutil.rmtree(tmp_path / "removed")
             break
     stdout, rest = process.communicate(timeout=60)
     run = Run(args, process.returncode, stdout, "".join(seen) + rest)
