@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from keysync.errors import LockHeldError
+from keysync.errors import LockHeldError, SinkError
 from keysync.sinks.kubernetes.lease import Lease, held, identity
 
 from kubeemu import KubeEmu
 from kubeemu.server import LEASES
 from kubeemu.status import StatusError
-from kubefixtures import NS, Make, emu_fixture, make_fixture
+from kubefixtures import NS, Make, emu_fixture, make_fixture, record
 
 __all__ = ["emu_fixture", "make_fixture"]
 
@@ -156,3 +156,17 @@ def test_a_renewal_stuck_on_the_network_still_loses_the_lease_in_time(emu: KubeE
         assert renewed is not None
         expires = datetime.strptime(renewed.renewed, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
         assert datetime.now(UTC) < expires + timedelta(seconds=1.5)
+
+
+def test_writes_stop_once_the_apply_lock_is_lost(emu: KubeEmu, make: Make) -> None:
+    sink = make()
+    sink.lock_duration = 1.5
+    with sink.lock(None) as renewer:
+        sink.store(record("alpha"))
+        emu.fail(
+            "GET", "/leases/", lambda: StatusError(503, "ServiceUnavailable", "etcd is down"), times=1000
+        )
+        assert renewer.lost.wait(3)  # type: ignore[attr-defined]
+        with pytest.raises(SinkError, match=r"the sink's lock, Lease .* was lost"):
+            sink.store(record("beta"))
+    assert emu.secret(NS, "beta") is None

@@ -5,9 +5,9 @@ change, and the workloads that read a key rolled once its Secret changed."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import replace
 from pathlib import Path
 
@@ -21,7 +21,7 @@ from keysync.sinks.base import SinkContext
 from keysync.sinks.kubernetes import access
 from keysync.sinks.kubernetes.api import KubeApi
 from keysync.sinks.kubernetes.kubeconfig import load_access
-from keysync.sinks.kubernetes.lease import DEFAULT_DURATION, HeldLease, Lease, held, lease_name
+from keysync.sinks.kubernetes.lease import DEFAULT_DURATION, HeldLease, Lease, Renewer, held, lease_name
 from keysync.sinks.kubernetes.rollout import Roller, Target, targets
 from keysync.sinks.kubernetes.secretstore import Secrets
 from keysync.sinks.kubernetes.shape import SecretShape
@@ -50,6 +50,8 @@ class KubernetesSink:
         self._api = KubeApi(found, context.env, context.timeout)
         self._rollout_timeout = parse_duration(config.rollout_timeout).total_seconds()
         self._secrets = Secrets(self._api, self.namespace, self._shape, self._url, self._force)
+        self.lock_duration = DEFAULT_DURATION
+        self._renewer: Renewer | None = None
         self._reviewed: list[access.Permission] | None = None
         self._planned: list[str] = []
 
@@ -63,7 +65,25 @@ class KubernetesSink:
 
     def lock(self, timeout: float | None) -> AbstractContextManager[object]:
         """A Lease in the namespace, renewed while the apply runs."""
-        return held(self.lease(), timeout)
+        return self._locked(timeout)
+
+    @contextmanager
+    def _locked(self, timeout: float | None) -> Iterator[Renewer]:
+        with held(self.lease(self.lock_duration), timeout) as renewer:
+            self._renewer = renewer
+            try:
+                yield renewer
+            finally:
+                self._renewer = None
+
+    def _still_locked(self) -> None:
+        """A lock lost mid-apply (it could not be renewed) stops the writes: another apply may
+        hold it by now. The failed write stops the apply from starting more."""
+        if self._renewer is not None and self._renewer.lost.is_set():
+            raise SinkError(
+                f"kubernetes {self._api.server}: the sink's lock, Lease {self.namespace}/{self.lease_name}, "
+                "was lost (it could not be renewed in time): stopping rather than racing another apply"
+            )
 
     def lease(self, duration: float = DEFAULT_DURATION) -> Lease:
         return Lease(self._api, self.namespace, self.lease_name, duration)
@@ -89,9 +109,11 @@ class KubernetesSink:
         return self._secrets.refusals(sorted({a.name for a in actions if a.creates}))
 
     def store(self, record: SecretRecord) -> None:
+        self._still_locked()
         self._secrets.store(record)
 
     def remove(self, name: str, key_id: str = "") -> None:
+        self._still_locked()
         self._secrets.remove(name)
 
     def close(self) -> None:
