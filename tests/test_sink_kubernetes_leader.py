@@ -146,3 +146,14 @@ def test_a_watch_outlives_the_rotation_of_its_service_account_token(
     assert value is not None and value[:11] == live_keys(dev_server)["beta"]["key_prefix"]
     assert leading(watch)
     assert "bound-token" not in watch.log()
+
+
+def test_leader_election_needs_a_lock_that_hosts_share(tmp_path: Path) -> None:
+    from keysync.errors import UsageError
+
+    (tmp_path / "keysync.yaml").write_text("version: 1\nsink:\n  type: file\n  path: s.json\nkeys: []\n")
+    session = Session(Options(manifest=tmp_path / "keysync.yaml", url="http://127.0.0.1:7080"))
+    with pytest.raises(
+        UsageError, match=r"--leader-elect needs a sink whose lock replicas on several hosts share"
+    ):
+        Leadership(session, 15, EventLog("json", io.StringIO()), None, None)
