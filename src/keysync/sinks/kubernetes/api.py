@@ -28,6 +28,7 @@ from keysync.transport.deadline import bounded_client, deadline, pause
 from keysync.transport.tls import certificate_problem
 
 MAX_BODY = 64 << 20
+_MESSAGE_LIMIT = 500  # of a Status message in one error line
 RATE_LIMIT_BUDGET_SECONDS = 60.0
 _RETRYABLE_READS = (500, 502, 503, 504)
 _log = logging.getLogger("keysync")
@@ -57,7 +58,7 @@ class Reply:
     @property
     def message(self) -> str:
         said = self.body.get("message") if self.body.get("kind") == "Status" else None
-        return " ".join(str(said).split()) if said else f"answered {self.status}"
+        return " ".join(str(said).split())[:_MESSAGE_LIMIT] if said else f"answered {self.status}"
 
 
 class KubeApi:
@@ -105,7 +106,8 @@ class KubeApi:
 
     def failure(self, doing: str, reply: Reply, secrets: Sequence[Secret] = ()) -> SinkError:
         reason = f" ({reply.status} {reply.reason})" if reply.reason else f" ({reply.status})"
-        return self.error(f"{doing}: {reply.message}{reason}", secrets)
+        hint = f": the credentials of {self.where} were refused" if reply.status == 401 else ""
+        return self.error(f"{doing}: {reply.message}{reason}{hint}", secrets)
 
     def error(self, text: str, secrets: Sequence[Secret] = ()) -> SinkError:
         return SinkError(mask(f"kubernetes {self.server}: {text}", [*self._credentials.known(), *secrets]))
