@@ -210,6 +210,9 @@ class CoderClient:
                 failure: Exception = e.TransportError(
                     f"cannot reach {self.url}{self._wire.route}: {self._reason(exc)}"
                 )
+                timeouts += isinstance(exc, httpx.TimeoutException)
+                if timeouts > 1:
+                    raise failure from None
             except httpx.RequestError as exc:
                 reason = self._timed_out() if isinstance(exc, httpx.TimeoutException) else self._reason(exc)
                 if not idempotent:

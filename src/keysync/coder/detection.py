@@ -53,8 +53,8 @@ class Probe:
         status, kind = response.status_code, content_type(response)
         if status == 404:
             return "404"
-        if not is_json(response):
-            text = body[:60].decode("utf-8", "replace").strip()
+        if not is_json(response):  # coderd's catch-all says why in plain text: worth quoting
+            text = body[:60].decode("utf-8", "replace").strip() if kind == "text/plain" else ""
             return f"{status} {kind or 'without a content type'}" + (f" ({shown(text)})" if text else "")
         return f"{status} with JSON that is not a list of keys"
 
