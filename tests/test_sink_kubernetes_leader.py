@@ -103,7 +103,7 @@ def test_a_leader_that_cannot_renew_steps_down_before_its_lease_expires(
     monkeypatch.setenv("KUBECONFIG", kube.env["KUBECONFIG"])
     session = Session(Options(manifest=kube.cwd / "keysync.yaml", url="http://127.0.0.1:7080"))
     stream = io.StringIO()
-    leadership = Leadership(session, 1.5, EventLog("json", stream), None, None)
+    leadership = Leadership(session, 3.0, EventLog("json", stream), None, None)
     stopped: list[datetime] = []
     leadership.on_lost = lambda: stopped.append(datetime.now(UTC))
     try:
@@ -111,12 +111,12 @@ def test_a_leader_that_cannot_renew_steps_down_before_its_lease_expires(
         emu.fail(
             "GET", "/leases/", lambda: StatusError(503, "ServiceUnavailable", "etcd is down"), times=1000
         )
-        assert leadership.lost.wait(3)
+        assert leadership.lost.wait(6)
 
         lease = emu.lease(NS, session.sink.lease_name)  # type: ignore[attr-defined]
         assert lease is not None
         renewed = datetime.strptime(lease["spec"]["renewTime"], "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC)
-        assert stopped[0] < renewed + timedelta(seconds=1.5)  # it stopped before anyone could take over
+        assert stopped[0] < renewed + timedelta(seconds=3.0)  # it stopped before anyone could take over
         assert not leadership.leading()
         states = [json.loads(line)["state"] for line in stream.getvalue().splitlines()]
         assert states == ["leader", "error", "standby"]
