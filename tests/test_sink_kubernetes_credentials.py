@@ -393,3 +393,15 @@ def test_tokens_never_reach_a_message_or_a_repr(emu: KubeEmu, make: Make, tmp_pa
     shown = [str(raised.value), repr(raised.value), repr(sink), json.dumps(sink.endpoint_warnings)]
     shown += [repr(vars(sink))]
     assert not any(secret_token in text for text in shown)
+
+
+def test_exec_plugins_get_the_ca_as_data_even_from_a_file(tmp_path: Path, ca: trustme.CA) -> None:
+    from keysync.sinks.kubernetes.kubeconfig import load_access
+
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    path = kubeconfig(
+        tmp_path / "config", "https://kube.example.com", {"token": "t"}, **{"certificate-authority": "ca.pem"}
+    )
+    access = load_access(env_for(path), None, None)
+    assert base64.b64decode(access.cluster["certificate-authority-data"]) == ca.cert_pem.bytes()
+    assert access.cluster["server"] == "https://kube.example.com"

@@ -142,28 +142,31 @@ def _resolve(merged: _Merged, wanted: str | None, source: str) -> ClusterAccess:
     if not server:
         raise SinkError(f"kubeconfig {where}: the cluster has no server")
     namespace = context.body.get("namespace")
+    ca_pem = _pem(body, "certificate-authority", cluster.directory, where)
     return ClusterAccess(
         server=server,
         namespace=namespace if isinstance(namespace, str) and namespace else None,
         where=where,
         user=_user(user, where),
-        ca_pem=_pem(body, "certificate-authority", cluster.directory, where),
+        ca_pem=ca_pem,
         insecure=body.get("insecure-skip-tls-verify") is True,
         tls_server_name=_optional_text(body.get("tls-server-name")),
         proxy_url=_optional_text(body.get("proxy-url")),
-        cluster={
-            k: v
-            for k, v in body.items()
-            if k
-            in (
-                "server",
-                "certificate-authority-data",
-                "tls-server-name",
-                "insecure-skip-tls-verify",
-                "proxy-url",
-            )
-        },
+        cluster=_cluster_info(body, ca_pem),
     )
+
+
+def _cluster_info(body: dict[str, Any], ca_pem: bytes | None) -> dict[str, Any]:
+    """The cluster as an exec plugin with provideClusterInfo sees it (the CA as data, even
+    when the kubeconfig names a file, as client-go hands it over)."""
+    info = {
+        k: v
+        for k, v in body.items()
+        if k in ("server", "tls-server-name", "insecure-skip-tls-verify", "proxy-url")
+    }
+    if ca_pem:
+        info["certificate-authority-data"] = base64.b64encode(ca_pem).decode()
+    return info
 
 
 def _user(entry: _Entry, where: str) -> UserAuth:
