@@ -638,3 +638,18 @@ def test_plans_never_destroy_protected_or_ignored_keys(scenario: tuple[Manifest,
             assert not m.policy.ignores(action.name)
         assert isinstance(action, Action)
     assert plan.summary()["delete"] + plan.summary()["replace"] == sum(1 for a in plan.actions if a.destroys)
+
+
+def test_guards_are_values_with_a_fixed_code_whatever_the_wording() -> None:
+    keys = [live("k0"), live("k1"), live("k2", heartbeat=timedelta(minutes=1))]
+    plan = plan_for(manifest(["k0"], max_deletes=1), keys)
+
+    assert [(guard.code, guard.names) for guard in plan.guards] == [
+        ("max-deletes", ("k1", "k2")),
+        ("in-use", ("k2",)),
+    ]
+    assert plan.needs_force == [guard.message for guard in plan.guards]
+    kept, skipped = plan.without_forced()
+    assert kept.actions == [] and kept.guards == []
+    assert {(a.name, guard.code) for a, guard in skipped} == {("k1", "max-deletes"), ("k2", "in-use")}
+    assert plan.guards[1].data() == {"code": "in-use", "message": plan.guards[1].message, "names": ["k2"]}

@@ -35,6 +35,7 @@ CONTRACT_FIELDS = {
     "actions",
     "summary",
     "applyable",
+    "needs_force",
     "warnings",
 }
 # "Saved plans record the URL, API generation, --target and --replace they were made with."

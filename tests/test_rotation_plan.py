@@ -474,7 +474,7 @@ def test_the_in_use_guard_never_blocks_a_rotate(trigger: str) -> None:
     replaced = plan_for(manifest(["gw"], rotate_after="90d", rotation="replace"), [gw], held, replace=replace)
 
     assert acts(overlap) == {("rotate", "gw", trigger, "gw-r2")}
-    assert overlap.needs_force == [] and overlap.guards == {}
+    assert overlap.needs_force == [] and overlap.guards == []
     if trigger != "requested":  # the contrast: replacing a key in use needs --force
         assert any("10 minutes" in reason for reason in replaced.needs_force)
 

@@ -11,8 +11,10 @@ from datetime import datetime
 from itertools import pairwise
 from typing import Literal
 
+from keysync import guards
 from keysync.errors import UnsafePlanError, UsageError
 from keysync.generations import Claims, Generation, generation_name, group_generations, logical_name
+from keysync.guards import Guard
 from keysync.keys import LiveKey, SinkView
 from keysync.manifest.model import KeySpec, Manifest
 from keysync.timefmt import rfc3339
@@ -97,20 +99,20 @@ class Plan:
     warnings: list[str] = field(default_factory=list)
     stale_records: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
-    guards: dict[str, list[str]] = field(default_factory=dict)
+    guards: list[Guard] = field(default_factory=list)
     waiting: list[Waiting] = field(default_factory=list)
 
-    def without_forced(self) -> tuple[Plan, list[tuple[Action, str]]]:
+    def without_forced(self) -> tuple[Plan, list[tuple[Action, Guard]]]:
         """The plan less every action a guard holds back, and those actions with the guard."""
-        held = {name: reason for reason, names in self.guards.items() for name in names}
+        held = {name: guard for guard in self.guards for name in guard.names}
         kept = [a for a in self.actions if a.name not in held]
         skipped = [(a, held[a.name]) for a in self.actions if a.name in held]
-        return Plan(kept, self.warnings, self.stale_records, self.failures, {}, self.waiting), skipped
+        return Plan(kept, self.warnings, self.stale_records, self.failures, [], self.waiting), skipped
 
     @property
     def needs_force(self) -> list[str]:
         """Why applying this plan needs --force, one reason per guard that trips."""
-        return list(self.guards)
+        return [guard.message for guard in self.guards]
 
     @property
     def has_changes(self) -> bool:
@@ -287,9 +289,9 @@ def build_plan(
         f"sink holds a record for {name!r}, whose key no longer exists: apply removes it" for name in stale
     )
     actions = sorted(builder.actions, key=Action.sort_key)
-    guards = _guard_violations(actions, extra, groups, manifest, now)
-    warnings.extend(NEEDS_FORCE + reason for reason in guards)
-    return Plan(actions, warnings, stale, builder.failures, guards, builder.waiting)
+    held_back = _guard_violations(actions, extra, groups, manifest, now)
+    warnings.extend(NEEDS_FORCE + guard.message for guard in held_back)
+    return Plan(actions, warnings, stale, builder.failures, held_back, builder.waiting)
 
 
 def generation_claims(manifest: Manifest, sink: SinkView) -> Claims:
@@ -357,43 +359,25 @@ def _stale_records(
     )
 
 
-GUARD_CODES = {
-    "max_deletes": "max-deletes",
-    "every managed key": "all-managed",
-    "lists no keys": "empty-keys",
-    "last 10 minutes": "in-use",
-}
-
-
-def guard_code(message: str) -> str:
-    """A fixed label for a guard's message (metrics must not carry key names or counts)."""
-    return next((code for phrase, code in GUARD_CODES.items() if phrase in message), "other")
-
-
 def _guard_violations(
     actions: Collection[Action],
     extra: dict[str, LiveKey],
     groups: dict[str, list[Generation]],
     manifest: Manifest,
     now: datetime,
-) -> dict[str, list[str]]:
-    """Each guard that trips, mapped to the names of the actions it holds back."""
-    violations: dict[str, list[str]] = {}
+) -> list[Guard]:
+    """Each guard that trips, with the names of the actions it holds back."""
     destroyed = [a for a in actions if a.destroys]
-    limit = manifest.policy.max_deletes
-    if len(destroyed) > limit:
-        message = f"{len(destroyed)} keys would be destroyed, more than max_deletes ({limit})"
-        violations[message] = [a.name for a in destroyed]
+    found = [guards.too_many_destroyed([a.name for a in destroyed], manifest.policy.max_deletes)]
     deleted = [a.name for a in actions if a.action == "delete"]
     managed = set(extra) | {name for name, generations in groups.items() if generations}
     if deleted and set(deleted) == managed:
-        violations[f"every managed key would be deleted ({len(deleted)})"] = deleted
+        found.append(guards.every_managed_key(deleted))
     elif deleted and not manifest.keys and manifest.policy.prune:
-        violations[f"the manifest lists no keys and prune would delete {len(deleted)}"] = deleted
+        found.append(guards.empty_manifest(deleted))
     for action in destroyed:
         if action.action == "retire" or action.reason == "requested" or action.live is None:
             continue
         if action.live.in_use(now):
-            message = f"{action.name!r} had a heartbeat in the last 10 minutes ({action.action})"
-            violations[message] = [action.name]
-    return violations
+            found.append(guards.in_use(action.name, action.action))
+    return [guard for guard in found if guard is not None]

@@ -80,6 +80,7 @@ def plan_document(plan: Plan, world: World, request: PlanRequest, snapshot: bool
         "actions": [action.data() for action in plan.actions],
         "summary": plan.summary(),
         "applyable": plan.applyable,
+        "needs_force": [guard.data() for guard in plan.guards],
         "warnings": plan.warnings,
         "waiting": [waiting.data() for waiting in plan.waiting],
     }

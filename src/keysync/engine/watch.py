@@ -18,7 +18,7 @@ from keysync.engine.applier import Outcome
 from keysync.engine.metrics import WatchMetrics
 from keysync.engine.session import Session
 from keysync.errors import KeysyncError
-from keysync.plan import Plan, PlanRequest, guard_code
+from keysync.plan import Plan, PlanRequest
 
 if TYPE_CHECKING:
     from keysync.engine.leadership import Leadership
@@ -145,10 +145,12 @@ class Watcher:
         from keysync.engine.execution import check_git, execute_plan, preflight
 
         safe, skipped = plan.without_forced()
-        for action, reason in skipped:
-            self._log.emit("skipped", action=action.action, name=action.name, reason=reason, needs="--force")
+        for action, guard in skipped:
+            self._log.emit(
+                "skipped", action=action.action, name=action.name, reason=guard.message, needs="--force"
+            )
         if self._metrics is not None:
-            self._metrics.observe_skipped((a.action, guard_code(r)) for a, r in skipped)
+            self._metrics.observe_skipped((a.action, guard.code) for a, guard in skipped)
         if not safe.has_changes:
             return {"skipped": len(skipped)}
         check_git(session, force=False)

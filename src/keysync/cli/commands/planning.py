@@ -142,6 +142,7 @@ def preflighted(session: Any, snapshot: Any) -> Any:
     that needs --force), and the sink's read-only checks (a failure: plan exits 1)."""
     from keysync.engine.execution import git_problems, readiness_problems
     from keysync.engine.runner import runner_disk_warnings
+    from keysync.guards import git_rail
     from keysync.plan import NEEDS_FORCE
 
     plan = snapshot.plan
@@ -150,7 +151,7 @@ def preflighted(session: Any, snapshot: Any) -> Any:
     plan = replace(
         plan,
         warnings=[*endpoints, *plan.warnings, *(NEEDS_FORCE + text for text in git)],
-        guards={**plan.guards, **{text: [] for text in git}},
+        guards=[*plan.guards, *git_rail(git)],
         failures=plan.failures + readiness_problems(session, plan),
     )
     return replace(snapshot, plan=plan)
