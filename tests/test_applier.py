@@ -17,10 +17,11 @@ import pytest
 
 from keysync.coder.client import ClientSettings, CoderClient
 from keysync.devserver import DevServer, DevServerConfig
-from keysync.engine.applier import Applier, Outcome
+from keysync.engine.applier import Applier
 from keysync.errors import SinkError
 from keysync.keys import CreatedKey, LiveKey, SecretRecord
 from keysync.manifest.sinks import FileSinkConfig
+from keysync.outcomes import Outcome
 from keysync.plan import Action, Plan
 from keysync.secret import Secret
 from keysync.sinks.base import SinkContext

@@ -32,8 +32,6 @@ EXCEPTIONS = {
     ("keysync.__main__", "keysync.cli.entry"),
     # A plugin sink's settings model is found through the plugin registry while loading.
     ("keysync.manifest.load", "keysync.sinks.registry"),
-    # The apply report renders the applier's outcomes.
-    ("keysync.report", "keysync.engine.applier"),
 }
 FOLDERS = set(MAY_IMPORT) - {"core"}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from keysync import __version__
-from keysync.engine.applier import ApplyReport, Outcome
+from keysync.outcomes import ApplyReport, Outcome
 from keysync.plandoc import FORMAT_VERSION
 from keysync.render import SYMBOL
 

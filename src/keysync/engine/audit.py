@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from keysync import __version__
-from keysync.engine.applier import Outcome
 from keysync.errors import AuditError
+from keysync.outcomes import Outcome
 
 
 class AuditLog:

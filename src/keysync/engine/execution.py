@@ -7,9 +7,10 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from keysync.engine.applier import Applier, ApplyReport, Outcome
+from keysync.engine.applier import Applier
 from keysync.engine.session import Session
 from keysync.errors import UnsafePlanError
+from keysync.outcomes import ApplyReport, Outcome
 from keysync.plan import Plan
 
 

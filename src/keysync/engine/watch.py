@@ -14,10 +14,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from keysync.engine.applier import Outcome
 from keysync.engine.metrics import WatchMetrics
 from keysync.engine.session import Session
 from keysync.errors import KeysyncError
+from keysync.outcomes import Outcome
 from keysync.plan import Plan, PlanRequest
 
 if TYPE_CHECKING:

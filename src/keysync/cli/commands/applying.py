@@ -111,7 +111,7 @@ def _apply_locked(
         for warning in plan.warnings:
             console.err(f"keysync: warning: {warning}")
         if session.options.format == "json":
-            from keysync.engine.applier import ApplyReport
+            from keysync.outcomes import ApplyReport
             from keysync.report import report_document
 
             console.out(json.dumps(report_document(ApplyReport(), plan.applyable), indent=2))
