@@ -308,7 +308,9 @@ def report_counts(stdout: str) -> dict[str, int]:
 # --- 1. crash anywhere --------------------------------------------------------------------
 
 CRASH_SEED = 20240611
-CRASH_KILLS = 10
+# Kills go on until both dangerous moments were hit (and at least MIN_KILLS landed), MAX_KILLS at most.
+MIN_KILLS = 4
+MAX_KILLS = 10
 
 
 def test_sigkill_at_random_moments_then_next_apply_converges(world: Any) -> None:
@@ -319,8 +321,8 @@ def test_sigkill_at_random_moments_then_next_apply_converges(world: Any) -> None
     # Replaces count against max_deletes; every round replaces up to 20 keys.
     ws.manifest(keys)
     mid_flight = orphan_rounds = missing_rounds = 0
-    for round_number in range(3 * CRASH_KILLS):
-        if mid_flight >= CRASH_KILLS:
+    for round_number in range(3 * MAX_KILLS):
+        if mid_flight >= MAX_KILLS or (mid_flight >= MIN_KILLS and orphan_rounds and missing_rounds):
             break
         # Round 0 creates everything; later rounds replace a random subset (delete, create, write).
         replace = [] if round_number == 0 else sorted(rng.sample(keys, rng.randint(8, 20)))
@@ -341,7 +343,7 @@ def test_sigkill_at_random_moments_then_next_apply_converges(world: Any) -> None
         assert healed.code == 0, ws.explain(healed)
         ws.assert_converged(keys)
 
-    assert mid_flight >= CRASH_KILLS, f"only {mid_flight} kills landed while apply was running"
+    assert mid_flight >= MIN_KILLS, f"only {mid_flight} kills landed while apply was running"
     # The point of the exercise: some kills left a created key whose secret never reached the sink.
     assert orphan_rounds >= 1, "no kill landed between a create and its sink write"
     assert missing_rounds >= 1, "no kill landed between a replace's delete and its create"
@@ -490,15 +492,15 @@ def test_server_errors_an_apply_succeeds_within_a_few_runs(world: Any) -> None:
 
 
 def test_rate_limit_is_waited_out_by_one_apply(world: Any) -> None:
-    """40 creates against 30 a minute: the 31st cannot pass before the window resets.
+    """40 creates against 30 a window: the 31st cannot pass before the window slides on.
 
-    The dev server's windows are whole minutes, so this test waits up to a minute (about 30 s
-    on average) for the reset: that wait is the behaviour under test.
+    The window is two seconds rather than Coder's minute: the wait is the behaviour under test,
+    its length is not, and Retry-After says the window's length whatever it is.
     """
-    ws = world("--rate-limit", "30", "--seed", "8")
+    ws = world("--rate-limit", "30", "--rate-window", "2s", "--seed", "8")
     keys = names("paced", 40)
     ws.manifest(keys)
-    applied = ws.run("apply", "--auto-approve", timeout=110)
+    applied = ws.run("apply", "--auto-approve")
     assert applied.code == 0, ws.explain(applied)
     assert report_counts(applied.stdout)["create"] == 40
     created = ws.server.requests("POST", "201")
