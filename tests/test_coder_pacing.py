@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from keysync.coder.pacing import Pacer, Quota
+from keysync.coder.pacing import Pacer
 from keysync.devserver.ratelimit import RateLimiter
 
 PATH = "/api/v2/ai-gateway/keys"
@@ -102,11 +102,20 @@ def test_a_429_teaches_the_window_so_the_wait_after_it_is_short() -> None:
         {"x-ratelimit-limit": "5", "x-ratelimit-remaining": "9", "x-ratelimit-reset": "1800000060"},
         {"x-ratelimit-limit": "5", "x-ratelimit-remaining": "1", "x-ratelimit-reset": "nan"},
         {"x-ratelimit-limit": "five", "x-ratelimit-remaining": "1", "x-ratelimit-reset": "1800000060"},
+        {"x-ratelimit-limit": "5", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "9999999999"},
+        {"x-ratelimit-limit": "5", "x-ratelimit-remaining": "0", "x-ratelimit-reset": "0"},
     ],
-    ids=["none", "zero-limit", "more-left-than-the-limit", "nan-reset", "not-a-number"],
+    ids=[
+        "none",
+        "zero-limit",
+        "more-left-than-the-limit",
+        "nan-reset",
+        "not-a-number",
+        "far-reset",
+        "zero-reset",
+    ],
 )
 def test_quota_headers_that_make_no_sense_are_ignored(headers: dict[str, str]) -> None:
-    assert Quota.of(headers) is None
     pacer = Pacer(lambda: 1_800_000_000.0)
     pacer.observe(PATH, headers, limited=False)
     assert pacer.reserve(PATH) == 0.0

@@ -174,6 +174,8 @@ class Pacer:
             return
         with self._changed:
             now = self._clock()
+            if not -MAX_WINDOW < quota.reset - now <= MAX_WINDOW:
+                return  # a window's end that far off is no limiter keysync can model
             model = self._models.get(path)
             if model is None:
                 model = self._models[path] = _Model(quota.limit, quota.reset, last=now)
