@@ -291,3 +291,42 @@ def test_an_interrupt_ends_the_wait_for_rollouts(kube: Cli, emu: KubeEmu) -> Non
     assert process.returncode == 130, (out, err)
     assert "rollout of deployment/gw-alpha not waited for: interrupted" in out
     assert emu.secret(NS, "alpha") is not None
+
+
+def test_two_applies_at_once_the_second_fails_naming_the_first(
+    kube: Cli, emu: KubeEmu, dev_server: DevServer
+) -> None:
+    import subprocess
+    import threading
+
+    from conftest import KEYSYNC
+
+    kube.write_manifest(manifest(["alpha", "beta"]))
+    writing, go_on = threading.Event(), threading.Event()
+
+    def hold_the_first_write(method: str, path: str) -> None:
+        if method == "POST" and path.endswith("/secrets"):
+            writing.set()
+            go_on.wait(30)
+
+    emu.on_request = hold_the_first_write
+    first = subprocess.Popen(
+        [KEYSYNC, "apply", "--auto-approve"],
+        cwd=kube.cwd,
+        env=kube.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert writing.wait(30), "the first apply never wrote a Secret"
+        second = kube("apply", "--auto-approve")
+    finally:
+        go_on.set()
+        out, err = first.communicate(timeout=60)
+
+    assert first.returncode == 0, (out, err)
+    assert second.code == 1, second
+    assert f"is held by {first.pid}@" in second.stderr
+    assert sorted(live_keys(dev_server)) == ["alpha", "beta"]
+    assert all(emu.secret(NS, name) is not None for name in ("alpha", "beta"))
