@@ -13,7 +13,6 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from keysync.duration import format_duration, parse_duration
 from keysync.errors import ManifestError
 from keysync.manifest.load import LoadedManifest, load_manifest, parse_manifest
 from keysync.manifest.sinks import FileSinkConfig
@@ -298,13 +297,6 @@ def test_bad_durations_name_the_field_and_quote_the_value(tmp_path: Path, text: 
 def test_bad_policy_duration_is_reported(tmp_path: Path) -> None:
     found = problems(tmp_path, "version: 1\npolicy:\n  rotate_after: 5y\n")
     assert "5y" in problem_at(found, tmp_path / "keysync.yaml", 3, "policy.rotate_after")
-
-
-@settings(max_examples=150, deadline=None)
-@given(st.integers(min_value=1, max_value=10**9))
-def test_format_duration_is_the_inverse_of_parse_duration(seconds: int) -> None:
-    delta = timedelta(seconds=seconds)
-    assert parse_duration(format_duration(delta)) == delta
 
 
 # --- sink settings per type --------------------------------------------------------------------

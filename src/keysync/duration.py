@@ -33,14 +33,3 @@ def parse_duration(text: str) -> timedelta:
 
 def _short(text: str) -> str:
     return repr(text) if len(text) <= 40 else repr(text[:37] + "...")
-
-
-def format_duration(delta: timedelta) -> str:
-    """The inverse of parse_duration, largest units first."""
-    seconds = int(delta.total_seconds())
-    parts = []
-    for unit, size in sorted(_UNITS.items(), key=lambda item: -item[1]):
-        count, seconds = divmod(seconds, size)
-        if count:
-            parts.append(f"{count}{unit}")
-    return "".join(parts) or "0s"

@@ -7,7 +7,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
 
-RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
 UNKNOWN_OUTCOME_STATUS = frozenset({500, 502, 503, 504})
 
 

@@ -17,7 +17,6 @@ DEFAULT_TOKEN_ENV = "CODER_SESSION_TOKEN"
 
 if TYPE_CHECKING:
     from keysync.coder.client import CoderClient
-    from keysync.keys import LiveKey, SinkView
     from keysync.manifest.load import LoadedManifest
     from keysync.manifest.model import Manifest
     from keysync.plan import Plan, PlanRequest
@@ -46,8 +45,6 @@ class Options:
 class Snapshot:
     """One reading of the world and the plan made from it."""
 
-    live: list[LiveKey]
-    sink: SinkView
     plan: Plan
     world: World
     now: datetime
@@ -158,7 +155,7 @@ class Session:
             plan = review(plan, live)
         managed = [key for key in live if manifest.policy.manages(key.name)]
         world = World.of(self.coderd_url, self.client.api, self.loaded.sha256, managed, view)
-        return Snapshot(live, view, plan, world, now)
+        return Snapshot(plan, world, now)
 
     def close(self) -> None:
         """Closes the sink even when closing the client fails: a sink left open keeps its flusher

@@ -14,7 +14,6 @@ from keysync.duration import parse_duration
 from keysync.generations import logical_name
 from keysync.names import MAX_NAME_LENGTH, NAME_PATTERN
 
-ApiGeneration = Literal["coderd-keys", "aibridge-keys", "ai-gateway-keys"]
 Rotation = Literal["replace", "overlap"]
 OnMissingSecret = Literal["replace", "keep", "fail"]
 DURATION_PATTERN = r"^(\d+[smhdw])+$"
