@@ -1,4 +1,9 @@
-"""The protocol every sink implements, built-in or installed through `keysync.sinks`."""
+"""The protocol every sink implements, built-in or installed through `keysync.sinks`.
+
+This module is the public API for sink plugins: the names in `__all__` (the protocol, its
+context, the record types and the errors a sink raises) keep their meaning within a major
+version, and a plugin needs to import nothing else of keysync's.
+"""
 
 from __future__ import annotations
 
@@ -11,8 +16,22 @@ from typing import Any, ClassVar, Protocol
 
 from pydantic import BaseModel
 
-from keysync.keys import SecretRecord, SinkView
+from keysync.errors import LockHeldError, SinkError, SinkRefusedError
+from keysync.keys import SecretRecord, SinkView, StoredEntry
 from keysync.plan import Action
+from keysync.secret import Secret
+
+__all__ = [
+    "LockHeldError",
+    "Secret",
+    "SecretRecord",
+    "Sink",
+    "SinkContext",
+    "SinkError",
+    "SinkRefusedError",
+    "SinkView",
+    "StoredEntry",
+]
 
 
 @dataclass(frozen=True)
