@@ -23,7 +23,7 @@ KEYSYNC = str(BIN / "keysync")
 PYTHON = str(BIN / "python")
 TOKEN = "bench-owner-token-0123456789"
 SEED = 7
-COLLECTION = "/api/v2/aibridge/coderd-keys"
+COLLECTION = "/api/v2/ai-gateway/keys"  # the dev server's default generation
 STARTUP_TIMEOUT = 180.0
 # Bytecode as an installed keysync would have it, in a cache of our own: nothing is written into
 # the source tree, and PYTHONDONTWRITEBYTECODE (set in some shells) cannot make every run compile.
