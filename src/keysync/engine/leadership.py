@@ -1,7 +1,8 @@
-"""`watch --leader-elect`: several replicas, one reconciling. The sink's lock (a Kubernetes Lease)
-is held across rounds by the leader and renewed from a thread; the others stand by, healthy, and
-try again at a fraction of the lease duration. A leader that cannot renew in time stops starting
-actions before its lease can expire for anyone else; SIGTERM releases it for a standby."""
+"""`watch --leader-elect`: several replicas, one reconciling. The sink's lock (a Kubernetes Lease,
+the vault sink's KV entry) is held across rounds by the leader and renewed from a thread; the
+others stand by, healthy, and try again at a fraction of the lease duration. A leader that cannot
+renew in time stops starting actions before its lease can expire for anyone else; SIGTERM
+releases it for a standby."""
 
 from __future__ import annotations
 
@@ -41,8 +42,8 @@ class Leadership:
         )
         if make is None:
             raise UsageError(
-                f"--leader-elect needs a sink whose lock replicas on several hosts share (kubernetes); "
-                f"{session.sink.describe()} has none"
+                f"--leader-elect needs a sink whose lock replicas on several hosts share (kubernetes, "
+                f"vault); {session.sink.describe()} has none"
             )
         self._session = session
         self._log = log

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ssl
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
@@ -31,6 +31,7 @@ from keysync.names import name_problem
 from keysync.secret import Secret, header_safe, mask, read_secret_file
 from keysync.sinks.base import SinkContext
 from keysync.sinks.durable import probe_record
+from keysync.sinks.vault_leader import VaultLeaderLock
 from keysync.sinks.vault_lock import LOCK_LEAF, VaultLock
 from keysync.transport.answers import AnswerError, parse_json, read_body
 from keysync.transport.deadline import bounded_client, deadline
@@ -236,9 +237,16 @@ class VaultSink:
     def lock(self, timeout: float | None) -> AbstractContextManager[None]:
         """Check-and-set keeps each write safe; the lock keeps two applies from interleaving."""
         self.check_ready()  # a token that may not write says so, rather than failing on the lock
+        return VaultLock(self._api, self._lock_path).held(timeout)
+
+    def leader_lock(self, duration: float, on_lost: Callable[[], None]) -> VaultLeaderLock:
+        """The same KV entry, held across the rounds of `watch --leader-elect` by the leader."""
+        return VaultLeaderLock(VaultLock(self._api, self._lock_path, duration), duration, on_lost)
+
+    @property
+    def _lock_path(self) -> str:
         directory = self._template.directory
-        leaf = f"{directory}/{LOCK_LEAF}" if directory else LOCK_LEAF
-        return VaultLock(self._api, self._data(leaf)).held(timeout)
+        return self._data(f"{directory}/{LOCK_LEAF}" if directory else LOCK_LEAF)
 
     def read(self) -> SinkView:
         names = [name for leaf in self._list() if (name := self._template.name_of(leaf))]

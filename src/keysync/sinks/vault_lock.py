@@ -5,6 +5,8 @@ The entry is taken and renewed with check-and-set, so of two writers racing for 
 wins. It names its holder (process, host, since when) and carries an expiry that the holder
 pushes forward while it runs: a holder that died leaves an entry that the next apply takes over
 once it has expired. Released, it stays as a tombstone whose version the next writer sets on.
+The entry also says how long its lease is (`lease_s`), for `watch --leader-elect`, which judges
+expiry by watching the entry rather than by the holder's clock (vault_leader).
 """
 
 from __future__ import annotations
@@ -72,9 +74,17 @@ class VaultLock:
                 raise LockHeldError(self._held_message(holder, timeout))
             time.sleep(_POLL_SECONDS)
 
+    @property
+    def identity(self) -> str:
+        return f"{os.getpid()}@{socket.gethostname()}"
+
     def renew(self) -> bool:
         """Pushes the expiry forward; False when another apply took the lock over meanwhile."""
         version = self._cas_write(self._version, self._holder_fields())
+        if version is None:  # a renewal whose answer was lost leaves the entry ours, a version on
+            current, fields = self.read()
+            if fields is not None and self.mine(fields):
+                version = self._cas_write(current, self._holder_fields())
         if version is None:
             log.warning("the vault lock %s was taken over by another apply while this one ran", self.path)
             return False
@@ -95,22 +105,35 @@ class VaultLock:
 
     def _try_take(self) -> dict[str, Any] | None:
         """None once the lock is ours; otherwise what its current holder wrote."""
-        version, fields = self._read()
+        version, fields = self.read()
         if fields is not None and self._alive(fields):
             return fields
+        if not self.take(version):  # another apply won the race
+            return self.read()[1] or {}
+        return None
+
+    def take(self, version: int) -> bool:
+        """Writes this process in as the holder, unless the entry changed since `version`."""
         self._since = datetime.now(UTC).isoformat(timespec="seconds")
         taken = self._cas_write(version, self._holder_fields())
-        if taken is None:  # another apply won the race
-            return self._read()[1] or {}
+        if taken is None:
+            return False
         self._version = taken
-        return None
+        return True
+
+    def mine(self, fields: dict[str, Any]) -> bool:
+        return fields.get("owner") == self._owner and not fields.get("released")
+
+    def held_by_another(self, fields: dict[str, Any]) -> bool:
+        """Whoever wrote `fields` holds the lock, unless it expired (which the caller judges)."""
+        return not fields.get("released") and fields.get("owner") != self._owner
 
     def _alive(self, fields: dict[str, Any]) -> bool:
         expires = fields.get("expires_at")
-        live = not fields.get("released") and isinstance(expires, int | float) and expires > self._clock()
-        return live and fields.get("owner") != self._owner
+        return self.held_by_another(fields) and isinstance(expires, int | float) and expires > self._clock()
 
-    def _read(self) -> tuple[int, dict[str, Any] | None]:
+    def read(self) -> tuple[int, dict[str, Any] | None]:
+        """The entry's current version (0 when there is none) and its fields (None when deleted)."""
         reply = self._api.call("GET", self.path, "reading the lock at", allow=(404,))
         metadata = reply.data.get("metadata")
         version = metadata.get("version") if isinstance(metadata, dict) else None
@@ -135,10 +158,11 @@ class VaultLock:
             "host": socket.gethostname(),
             "since": self._since,
             "expires_at": self._clock() + self._lease,
+            "lease_s": self._lease,
         }
 
     def _held_message(self, holder: dict[str, Any], timeout: float | None) -> str:
-        pid, host, since = (_shown(holder.get(field)) for field in ("pid", "host", "since"))
+        pid, host, since = (shown(holder.get(field)) for field in ("pid", "host", "since"))
         who = f"process {pid} on {host} since {since}" if holder.get("pid") else "another apply"
         waited = f" (waited {timeout:g}s)" if timeout else ""
         return (
@@ -147,6 +171,14 @@ class VaultLock:
         )
 
 
-def _shown(value: Any) -> str:
+def lease_of(fields: dict[str, Any]) -> float:
+    """The lease its holder wrote into the entry; an entry without one, the apply's."""
+    lease = fields.get("lease_s")
+    if isinstance(lease, bool) or not isinstance(lease, int | float) or not 0 < lease < float("inf"):
+        return LEASE_SECONDS
+    return float(lease)
+
+
+def shown(value: Any) -> str:
     """A field another apply wrote, fit for one line of an error message."""
     return "".join(c for c in str(value) if c.isprintable())[:64]

@@ -1,0 +1,176 @@
+"""`keysync watch --leader-elect` with a vault sink, against a real OpenBao dev server: the KV lock
+held across rounds by one replica of two (installed-CLI processes), a standby taking over after
+SIGTERM (the entry released) and after SIGKILL (the entry expired), expiry judged by watching the
+entry rather than by anyone's wall clock, and a leader whose renewals fail stepping down before
+its lease could expire for anyone."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from test_sink_kubernetes_leader import leading, the_leader
+from test_sink_vault import manifest, prefix, vault_cli
+from test_vault_lock import lock_entry
+from test_watch import Watch, Watches, watches
+
+from keysync.devserver import DevServer
+from keysync.engine.leadership import Leadership
+from keysync.engine.session import Options, Session
+from keysync.engine.watch import EventLog
+from keysync.manifest.sinks import VaultSinkConfig
+from keysync.sinks.base import SinkContext
+from keysync.sinks.vault import VaultSink
+from keysync.sinks.vault_leader import VaultLeaderLock
+from keysync.sinks.vault_lock import VaultLock
+
+from baoserver import Bao, bao_fixture
+from coderlive import delete_out_of_band, live_keys
+from conftest import Cli
+
+__all__ = ["bao_fixture", "prefix", "vault_cli", "watches"]  # fixtures: pytest finds them here
+FLAGS = ("--apply", "--leader-elect", "--lease-duration", "2s", "--log-format", "json")
+
+
+def replicas(vault_cli: Cli, watches: Watches, prefix: str, count: int) -> list[Watch]:
+    vault_cli.write_manifest(manifest(prefix, ["alpha", "beta"]))
+    return [watches.start(vault_cli.cwd, vault_cli.env, *FLAGS) for _ in range(count)]
+
+
+def stored_prefix(bao: Bao, prefix: str, name: str) -> str:
+    response = bao.api("GET", f"secret/data/{prefix}/{name}")
+    return str(response.json()["data"]["data"]["key"][:11]) if response.status_code == 200 else ""
+
+
+def test_of_two_replicas_exactly_one_reconciles(
+    vault_cli: Cli, bao: Bao, prefix: str, dev_server: DevServer, watches: Watches
+) -> None:
+    group = replicas(vault_cli, watches, prefix, 2)
+    leader = the_leader(group)
+    leader.until(lambda: all(stored_prefix(bao, prefix, name) for name in ("alpha", "beta")), "both keys")
+    [standby] = [w for w in group if w is not leader]
+
+    for watch in group:
+        watch.until(lambda w=watch: w.healthz() == 200, "/healthz 200 on both replicas")
+    assert leader.metrics().get("keysync_leader") == 1.0
+    assert standby.metrics().get("keysync_leader") == 0.0
+    assert not standby.events("action")
+    created = [e for e in leader.events("action") if e["action"] == "create"]
+    assert sorted((e["name"], e["result"]) for e in created) == [("alpha", "ok"), ("beta", "ok")]
+    live = live_keys(dev_server)
+    assert {name: stored_prefix(bao, prefix, name) for name in live} == {
+        name: key["key_prefix"] for name, key in live.items()
+    }
+    assert standby.events("leadership")[-1]["holder"].startswith(f"{leader.process.pid}@")
+    assert bao.root_token not in leader.log() + standby.log()
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL])
+def test_a_standby_takes_over_when_the_leader_goes(
+    vault_cli: Cli, bao: Bao, prefix: str, dev_server: DevServer, watches: Watches, signum: signal.Signals
+) -> None:
+    group = replicas(vault_cli, watches, prefix, 2)
+    leader = the_leader(group)
+    leader.until(lambda: len(live_keys(dev_server)) == 2, "both keys")
+    [standby] = [w for w in group if w is not leader]
+
+    leader.stop(signum)
+    released = any(e["state"] == "released" for e in leader.events("leadership"))
+    standby.until(lambda: leading(standby), "the standby to lead")
+    delete_out_of_band(dev_server, live_keys(dev_server)["alpha"]["id"])
+    standby.until(
+        lambda: (
+            "alpha" in live_keys(dev_server) and any(e["name"] == "alpha" for e in standby.events("action"))
+        ),
+        "the new leader to heal alpha",
+    )
+
+    assert released is (signum == signal.SIGTERM)
+    assert stored_prefix(bao, prefix, "alpha") == live_keys(dev_server)["alpha"]["key_prefix"]
+    assert lock_entry(bao, prefix)["pid"] == standby.process.pid
+
+
+def test_expiry_is_judged_by_watching_the_entry_not_by_the_holders_clock(
+    bao: Bao, prefix: str, dev_server: DevServer, tmp_path: Path
+) -> None:
+    config = VaultSinkConfig.model_validate({"type": "vault", "path": f"{prefix}/{{name}}"})
+    env = {"VAULT_ADDR": bao.address, "VAULT_TOKEN": bao.root_token}
+    sink = VaultSink(config, SinkContext(tmp_path, dev_server.url, env, timeout=5))
+    path = f"secret/data/{prefix}/.keysync-lock"
+    later = [0.0]  # how far this candidate's clock has been moved on
+    candidate = VaultLeaderLock(
+        VaultLock(sink._api, path, 2.0), 2.0, lambda: None, clock=lambda: time.monotonic() + later[0]
+    )
+    holder = {"owner": "x", "pid": 4242, "host": "elsewhere", "since": "2026-01-01T00:00:00+00:00"}
+
+    def holder_writes(expires_at: float) -> None:
+        bao.ok("POST", path, {"data": {**holder, "expires_at": expires_at, "lease_s": 2}})
+
+    try:
+        holder_writes(1.0)  # long past by this host's clock: the holder's clock runs behind
+        seen_first = candidate.try_hold()
+        later[0] += 1.9
+        before_its_lease = candidate.try_hold()
+        holder_writes(4e9)  # it renews, its clock now far ahead
+        later[0] += 1.0
+        after_a_renewal = candidate.try_hold()
+        later[0] += 1.9
+        within_the_renewed_lease = candidate.try_hold()
+        later[0] += 0.2
+        taken = candidate.try_hold()
+        entry = lock_entry(bao, prefix)
+        candidate.release()
+    finally:
+        sink.close()
+
+    assert [seen_first, before_its_lease, after_a_renewal, within_the_renewed_lease] == [False] * 4
+    assert candidate.holder() == "nobody"
+    assert taken and entry["pid"] == os.getpid() and entry["lease_s"] == 2.0
+    assert lock_entry(bao, prefix)["released"] is True
+
+
+def test_a_leader_whose_renewals_fail_steps_down_before_its_lease_expires(
+    bao: Bao, prefix: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = bao.token("root")
+    monkeypatch.setenv("VAULT_ADDR", bao.address)
+    monkeypatch.setenv("VAULT_TOKEN", token)
+    (tmp_path / "keysync.yaml").write_text(manifest(prefix, ["alpha"]))
+    session = Session(Options(manifest=tmp_path / "keysync.yaml", url="http://127.0.0.1:7080"))
+    stream = io.StringIO()
+    leadership = Leadership(session, 3.0, EventLog("json", stream), None, None)
+    stopped: list[float] = []
+    leadership.on_lost = lambda: stopped.append(time.time())
+    try:
+        assert leadership.leading()
+        bao.ok("POST", "auth/token/revoke", {"token": token})  # every renewal is refused from now on
+        assert leadership.lost.wait(6)
+
+        assert stopped[0] < lock_entry(bao, prefix)["expires_at"]  # before anyone could take over
+        assert leadership.lost.is_set() and not leadership.leading()
+        states = [json.loads(line)["state"] for line in stream.getvalue().splitlines()]
+        assert states == ["leader", "error", "standby"]
+        assert token not in stream.getvalue()
+    finally:
+        leadership.release()
+
+
+def test_leader_election_with_a_local_sink_is_a_one_line_usage_error(cli: Cli) -> None:
+    cli.write_manifest("version: 1\nsink:\n  type: file\n  path: s.json\nkeys: []\n")
+
+    run = cli("watch", "--leader-elect", "--interval", "1s")
+    helped = cli("watch", "--help")
+
+    assert run.code == 1, run
+    assert run.stderr.count("\n") == 1 and "Traceback" not in run.stderr
+    assert "--leader-elect needs a sink whose lock replicas on several hosts share (kubernetes, vault)" in (
+        run.stderr
+    )
+    options = helped.stdout.split("Options:", 1)[1]
+    option = " ".join(options.split("--leader-elect", 1)[1].split("--lease-duration")[0].split())
+    assert "kubernetes (a Lease) and vault (its KV lock)" in option
