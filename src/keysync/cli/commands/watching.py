@@ -30,8 +30,8 @@ from keysync.cli.group import EXIT_INTERRUPTED, make_options, shared_options
 @click.option(
     "--leader-elect",
     is_flag=True,
-    help="Run several replicas: only the one holding the sink's lock reconciles, the others stand by "
-    "(kubernetes sink: a Lease).",
+    help="Run several replicas: only the one holding the sink's lock reconciles, the others stand by. "
+    "Sinks: kubernetes (a Lease) and vault (its KV lock); any other is refused.",
 )
 @click.option(
     "--lease-duration",
