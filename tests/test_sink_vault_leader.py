@@ -6,12 +6,18 @@ its lease could expire for anyone."""
 
 from __future__ import annotations
 
+import http.client
 import io
 import json
 import os
 import signal
+import threading
 import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from test_sink_kubernetes_leader import leading, the_leader
@@ -32,6 +38,7 @@ from keysync.sinks.vault_lock import VaultLock
 from baoserver import Bao, bao_fixture
 from coderlive import delete_out_of_band, live_keys
 from conftest import Cli
+from quietserver import QuietServer
 
 __all__ = ["bao_fixture", "prefix", "vault_cli", "watches"]  # fixtures: pytest finds them here
 FLAGS = ("--apply", "--leader-elect", "--lease-duration", "2s", "--log-format", "json")
@@ -158,6 +165,82 @@ def test_a_leader_whose_renewals_fail_steps_down_before_its_lease_expires(
         assert token not in stream.getvalue()
     finally:
         leadership.release()
+
+
+class StallingVault:
+    """A relay to the dev server that, once `stall` is set, holds every request until `go` is."""
+
+    def __init__(self, bao: Bao) -> None:
+        self.stall, self.go = threading.Event(), threading.Event()
+        self.held = 0
+        upstream = urlsplit(bao.address)
+        relay = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if relay.stall.is_set():
+                    relay.held += 1
+                    relay.go.wait(10)
+                connection = http.client.HTTPConnection(upstream.hostname or "", upstream.port, timeout=10)
+                connection.request(self.command, self.path, body=body or None, headers=dict(self.headers))
+                answer = connection.getresponse()
+                data = answer.read()
+                connection.close()
+                self.send_response(answer.status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            do_POST = do_PUT = do_DELETE = do_GET
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self._httpd = QuietServer(("127.0.0.1", 0), Handler)
+        self.address = f"http://127.0.0.1:{self._httpd.server_port}"
+        self._httpd.serve_in_background()
+
+    def stop(self) -> None:
+        self.go.set()
+        self._httpd.stop()
+
+
+@pytest.fixture
+def stalling(bao: Bao) -> Iterator[StallingVault]:
+    relay = StallingVault(bao)
+    yield relay
+    relay.stop()
+
+
+def test_a_leader_whose_renewal_hangs_steps_down_before_its_lease_expires(
+    bao: Bao, prefix: str, stalling: StallingVault, dev_server: DevServer, tmp_path: Path
+) -> None:
+    config = VaultSinkConfig.model_validate({"type": "vault", "path": f"{prefix}/{{name}}"})
+    env = {"VAULT_ADDR": stalling.address, "VAULT_TOKEN": bao.root_token}
+    sink = VaultSink(config, SinkContext(tmp_path, dev_server.url, env, timeout=30))
+    stopped: list[float] = []
+    leader = sink.leader_lock(3.0, lambda: stopped.append(time.time()))
+    try:
+        assert leader.try_hold()
+        written = lock_entry(bao, prefix)
+        stalling.stall.set()  # the next renewal waits far beyond the lease for an answer
+        until_lost = time.monotonic() + 6
+        while not stopped and time.monotonic() < until_lost:
+            time.sleep(0.05)
+        held_meanwhile = stalling.held
+    finally:
+        stalling.go.set()
+        leader.release()
+        sink.close()
+
+    assert stopped, "the leader never stepped down"
+    assert held_meanwhile >= 1, "no renewal was stuck when the leader stepped down"
+    assert stopped[0] < written["expires_at"]  # before anyone could take over
+    assert lock_entry(bao, prefix)["released"] is True  # the late renewal landed, then the release
 
 
 def test_leader_election_with_a_local_sink_is_a_one_line_usage_error(cli: Cli) -> None:
