@@ -167,6 +167,26 @@ def test_a_leader_whose_renewals_fail_steps_down_before_its_lease_expires(
         leadership.release()
 
 
+def test_an_apply_while_a_watch_leads_fails_at_once_naming_the_leader(
+    vault_cli: Cli, bao: Bao, prefix: str, dev_server: DevServer, tmp_path: Path
+) -> None:
+    config = VaultSinkConfig.model_validate({"type": "vault", "path": f"{prefix}/{{name}}"})
+    env = {"VAULT_ADDR": bao.address, "VAULT_TOKEN": bao.root_token}
+    sink = VaultSink(config, SinkContext(tmp_path, dev_server.url, env, timeout=5))
+    leader = sink.leader_lock(15.0, lambda: None)
+    vault_cli.write_manifest(manifest(prefix, ["alpha"]))
+    try:
+        assert leader.try_hold()
+        run = vault_cli("apply", "--auto-approve")
+    finally:
+        leader.release()
+        sink.close()
+
+    assert run.code == 1, run
+    assert f"is held by process {os.getpid()} on " in run.stderr
+    assert live_keys(dev_server) == {}
+
+
 class StallingVault:
     """A relay to the dev server that, once `stall` is set, holds every request until `go` is."""
 
