@@ -20,6 +20,8 @@ KEYSYNC = shutil.which("keysync", path=str(Path(sys.executable).parent)) or "key
 
 @pytest.fixture
 def dev_server() -> Iterator[DevServer]:
+    """Serves what current Coder serves (ai-gateway-keys, listing last_heartbeat_at), as the CLI's
+    `keysync dev-server` does by default; a test about an older generation says which."""
     with DevServer(DevServerConfig(port=0, token=OWNER_TOKEN, seed=7)) as server:
         yield server
 
@@ -71,7 +73,8 @@ CAPTURED: list[str] = []
 
 def base_env() -> dict[str, str]:
     keep = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "SYSTEMROOT")
-    env = {k: v for k, v in os.environ.items() if k in keep}
+    # COVERAGE_*: coverage's subprocess patch measures the keysync processes a test starts.
+    env = {k: v for k, v in os.environ.items() if k in keep or k.startswith("COVERAGE_")}
     env["NO_COLOR"] = "1"
     return env
 

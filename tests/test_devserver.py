@@ -31,6 +31,7 @@ from replica import IN, SERVE, gateway_status
 
 OWNER = "OwnerTokn0-0123456789abcdefghijkl"
 MEMBER = "MemberTok1-abcdefghijklmnopqrstuv"
+DEFAULT_API = "ai-gateway-keys"  # what a dev server serves unless told otherwise, as current Coder does
 COLLECTIONS = {
     "coderd-keys": "/api/v2/aibridge/coderd-keys",
     "aibridge-keys": "/api/v2/aibridge/keys",
@@ -336,7 +337,7 @@ def test_generated_token_has_coders_shape(start: Callable[..., DevServer]) -> No
     with httpx.Client(
         verify=TLS, base_url=server.url, headers={"Coder-Session-Token": server.token}
     ) as client:
-        assert client.get(COLLECTIONS["coderd-keys"]).status_code == 200
+        assert client.get(COLLECTIONS[DEFAULT_API]).status_code == 200
 
 
 @pytest.mark.parametrize("token", [OWNER, MEMBER])
@@ -612,23 +613,27 @@ def test_owner_may_bypass_the_rate_limit_and_member_may_not(
 # Injected faults
 
 
+CREATE_FAILED = {"message": "Failed to create key. Please retry."}
+
+
 def test_fail_rate_answers_500_and_commits_nothing(start: Callable[..., DevServer], tmp_path: Path) -> None:
     state = tmp_path / "state.json"
     failing = start(fail_rate=1.0, state=state)
     with httpx.Client(verify=TLS, base_url=failing.url, headers={"Coder-Session-Token": OWNER}) as client:
-        for response in (
-            client.post(COLLECTIONS["coderd-keys"], json={"name": "lost"}),
-            client.get(COLLECTIONS["coderd-keys"]),
-            client.get("/api/v2/unknown"),
+        # The newest generation's key routes answer their own 500 bodies; the rest Coder's generic one.
+        for response, body in (
+            (client.post(COLLECTIONS[DEFAULT_API], json={"name": "lost"}), CREATE_FAILED),
+            (client.get(COLLECTIONS[DEFAULT_API]), {"message": "Failed to list keys."}),
+            (
+                client.get("/api/v2/unknown"),
+                {"message": "An internal server error occurred.", "detail": INJECTED},
+            ),
         ):
-            assert response.status_code == 500
-            assert response.headers["content-type"] == JSON_TYPE
-            assert response.json()["message"] == "An internal server error occurred."
-            assert response.json()["detail"]
+            assert_answer(response, 500, body)
     failing.stop()
     healthy = start(state=state)
     with httpx.Client(verify=TLS, base_url=healthy.url, headers={"Coder-Session-Token": OWNER}) as client:
-        assert client.get(COLLECTIONS["coderd-keys"]).json() == []
+        assert client.get(COLLECTIONS[DEFAULT_API]).json() == []
 
 
 @pytest.mark.parametrize("generation", ["coderd-keys", "aibridge-keys"])
@@ -644,7 +649,7 @@ def test_older_generations_answer_500_with_a_detail(connect: Callable[..., Api],
 
 def test_the_newest_generation_answers_its_own_500s(connect: Callable[..., Api]) -> None:
     api = connect("ai-gateway-keys", fail_rate=1.0)
-    assert_answer(api.create("lost"), 500, {"message": "Failed to create key. Please retry."})
+    assert_answer(api.create("lost"), 500, CREATE_FAILED)
     assert_answer(api.call("GET", api.collection), 500, {"message": "Failed to list keys."})
     assert_answer(api.call("DELETE", api.item(UNKNOWN_ID)), 500, {"message": "Failed to delete key."})
     generic = {"message": "An internal server error occurred.", "detail": INJECTED}
@@ -688,7 +693,7 @@ def test_state_survives_a_restart_without_the_secret(start: Callable[..., DevSer
     state = tmp_path / "nested" / "state.json"
     first = start(state=state)
     with httpx.Client(verify=TLS, base_url=first.url, headers={"Coder-Session-Token": OWNER}) as client:
-        path = COLLECTIONS["coderd-keys"]
+        path = COLLECTIONS[DEFAULT_API]
         kept = client.post(path, json={"name": "kept"}).json()
         gone = client.post(path, json={"name": "gone"}).json()
         client.delete(f"{path}/{gone['id']}")
@@ -800,7 +805,7 @@ def test_run_serves_in_the_foreground_until_signalled(stop_signal: signal.Signal
         token = process.stderr.readline().removeprefix("owner session token: ").strip()
         url = first.split()[-1]
         response = httpx.get(
-            verify=TLS, url=url + COLLECTIONS["coderd-keys"], headers={"Coder-Session-Token": token}
+            verify=TLS, url=url + COLLECTIONS[DEFAULT_API], headers={"Coder-Session-Token": token}
         )
         assert response.status_code == 200
         process.send_signal(stop_signal)
@@ -811,7 +816,7 @@ def test_run_serves_in_the_foreground_until_signalled(stop_signal: signal.Signal
             process.communicate()
     assert process.returncode == 0
     assert out == ""
-    assert re.search(r"^GET /api/v2/aibridge/coderd-keys 200 \d+\.\dms$", err, re.MULTILINE)
+    assert re.search(r"^GET /api/v2/ai-gateway/keys 200 \d+\.\dms$", err, re.MULTILINE)
     assert token not in err
 
 

@@ -18,6 +18,7 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from keysync.cli.commands.serving import dev_server
 from keysync.devserver import DevServer, DevServerConfig
 
 from conftest import KEYSYNC, base_env
@@ -366,6 +367,11 @@ def test_dev_server_options_are_documented() -> None:
     assert shown.returncode == 0
     for option in ("--rate-window", "--heartbeat-interval", "--last-seen-field", "ai-gateway-keys]"):
         assert option in shown.stdout
+
+
+def test_the_dev_server_serves_the_same_generation_from_python_as_from_the_command_line() -> None:
+    (api,) = [p for p in dev_server.params if p.name == "api"]
+    assert DevServerConfig().api == api.default == "ai-gateway-keys"
 
 
 @pytest.mark.parametrize(

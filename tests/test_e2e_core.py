@@ -205,7 +205,7 @@ def test_a_record_whose_key_vanished_is_a_warning_and_apply_removes_it(
     apply(cli)
     beta = live_keys(dev_server)["beta"]
     response = httpx.delete(
-        f"{dev_server.url}{COLLECTIONS['coderd-keys']}/{beta['id']}",
+        f"{dev_server.url}{COLLECTIONS[dev_server.config.api]}/{beta['id']}",
         headers={"Coder-Session-Token": dev_server.token},
         verify=TLS,
     )
@@ -497,11 +497,13 @@ def test_status_table_and_json(cli: Cli, dev_server: DevServer) -> None:
     assert keys["beta"]["sink"] == "missing"
     assert keys["alpha"]["key_prefix"] == live["alpha"]["key_prefix"]
     assert keys["alpha"]["id"] == live["alpha"]["id"]
-    assert keys["alpha"]["last_used_at"].endswith("Z")
-    assert datetime.fromisoformat(keys["alpha"]["last_used_at"]) == datetime.fromisoformat(
-        live["alpha"]["last_used_at"]
-    )
-    assert keys["beta"]["last_used_at"] is None
+    # The newest servers list last_heartbeat_at; status gives it under both names, the old one for scripts.
+    for field in ("last_heartbeat_at", "last_used_at"):
+        assert keys["alpha"][field].endswith("Z")
+        assert datetime.fromisoformat(keys["alpha"][field]) == datetime.fromisoformat(
+            live["alpha"]["last_heartbeat_at"]
+        )
+        assert keys["beta"][field] is None
     datetime.fromisoformat(keys["stray"]["created_at"])
     assert keys["stray"]["in_manifest"] is False
     assert keys["alpha"]["in_manifest"] is True
@@ -524,7 +526,7 @@ def test_plan_json_has_every_documented_field(cli: Cli, dev_server: DevServer) -
     assert plan["format_version"] == 1
     assert isinstance(plan["keysync_version"], str) and plan["keysync_version"]
     assert plan["coderd_url"] == dev_server.url
-    assert plan["api"] == "coderd-keys"
+    assert plan["api"] == "ai-gateway-keys"
     assert plan["manifest_sha256"] == hashlib.sha256(manifest.read_bytes()).hexdigest()
     assert SHA256_HEX.match(plan["live_fingerprint"])
     assert SHA256_HEX.match(plan["sink_fingerprint"])

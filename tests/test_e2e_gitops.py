@@ -149,7 +149,8 @@ def test_a_saved_plan_is_refused_against_another_coderd(cli: Cli, dev_server: De
 
 
 def test_a_saved_plan_survives_keys_being_used(cli: Cli, dev_server: DevServer) -> None:
-    # last_used_at moves every minute while replicas run; it must not make saved plans stale.
+    # last_heartbeat_at (last_used_at on older servers) moves while replicas run; it must not make saved
+    # plans stale.
     cli.write_manifest("version: 1\nkeys: [alpha, beta]\n")
     apply(cli)
     before = ids(dev_server)

@@ -34,7 +34,7 @@ from keysync.engine.watch import EventLog, Watcher, WatchSettings
 from conftest import KEYSYNC, OWNER_TOKEN, Cli
 from replica import IN, gateway_status
 
-COLLECTION = "/api/v2/aibridge/coderd-keys"
+COLLECTION = "/api/v2/ai-gateway/keys"  # the generation current Coder serves, as every server here
 SINK = Path("secrets/ai-gateway-keys.json")
 DEADLINE = 30.0
 KEY_STATES = ("in_sync", "missing", "secret_missing", "secret_stale", "rotation_due", "waiting")
@@ -470,7 +470,7 @@ def server_processes() -> Iterator[list[ServerProcess]]:
 
 
 def start_server(started: list[ServerProcess], state: Path, port: int = 0) -> ServerProcess:
-    argv = [KEYSYNC, "dev-server", "--port", str(port), "--token", OWNER_TOKEN, "--api", "coderd-keys"]
+    argv = [KEYSYNC, "dev-server", "--port", str(port), "--token", OWNER_TOKEN, "--api", "ai-gateway-keys"]
     argv += ["--state", str(state)]
     process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     server = ServerProcess(process, "")

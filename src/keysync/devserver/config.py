@@ -48,7 +48,7 @@ class DevServerConfig:
     port: int = 7080
     token: str | None = None
     member_token: str | None = None
-    api: str = "coderd-keys"
+    api: str = "ai-gateway-keys"  # what current Coder serves; the CLI's --api default too
     feature_disabled: bool = False
     state: Path | None = None
     latency_ms: int = 0
