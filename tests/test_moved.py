@@ -32,10 +32,10 @@ def test_the_manifest_package_answers_its_old_names() -> None:
     from keysync.manifest import model
 
     with pytest.warns(DeprecationWarning, match=r"keysync\.manifest\.model\.Manifest"):
-        from keysync.manifest import Manifest  # type: ignore[attr-defined]
+        from keysync.manifest import Manifest
     assert Manifest is model.Manifest
     with pytest.raises(ImportError):
-        from keysync.manifest import NoSuchThing  # type: ignore[attr-defined]  # noqa: F401
+        from keysync.manifest import NoSuchThing  # noqa: F401
 
 
 def test_unknown_modules_are_not_taken() -> None:

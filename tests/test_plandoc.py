@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -350,6 +351,10 @@ def test_any_damage_to_a_saved_plan_is_refused_or_harmless(data: st.DataObject) 
         assert "\n" not in str(exc)
         return
     assert isinstance(parsed, dict)
-    for check in (lambda: check_saved_plan(parsed, w), lambda: check_saved_actions(parsed, plan)):
+    checks: list[Callable[[], object]] = [
+        lambda: check_saved_plan(parsed, w),
+        lambda: check_saved_actions(parsed, plan),
+    ]
+    for check in checks:
         with contextlib.suppress(StalePlanError):  # the one way apply refuses a readable plan
             check()

@@ -32,7 +32,7 @@ class Relay:
                 relay.targets.append(f"{self.command} {self.path}")
                 target = urlsplit(self.path)
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                upstream = http.client.HTTPConnection(target.hostname, target.port, timeout=10)
+                upstream = http.client.HTTPConnection(target.hostname or "", target.port, timeout=10)
                 headers = {k: v for k, v in self.headers.items() if k.lower() != "proxy-connection"}
                 upstream.request(self.command, target.path, body=body or None, headers=headers)
                 answer = upstream.getresponse()
