@@ -16,6 +16,7 @@ import yaml
 
 from keysync.errors import SinkError
 from keysync.secret import Secret, header_safe
+from keysync.sinks.kubernetes.untrusted import refuse_manifest_credentials
 
 SERVICE_ACCOUNT_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 # Where a test (or an unusual runtime) mounts the service account instead.
@@ -76,10 +77,10 @@ def kubeconfig_files(env: Mapping[str, str], configured: Path | None) -> tuple[l
     listed = env.get("KUBECONFIG", "")
     if listed.strip():
         return [Path(p).expanduser() for p in listed.split(os.pathsep) if p.strip()], "KUBECONFIG"
-    if configured is not None:
+    default = Path(env.get("HOME") or Path.home()) / ".kube" / "config"
+    if configured is not None and configured.resolve() != default.resolve():
         return [configured], "sink.kubeconfig"
-    home = Path(env.get("HOME") or Path.home())
-    return [home / ".kube" / "config"], "~/.kube/config"
+    return [default], "~/.kube/config"  # the manifest naming the default file chose nothing
 
 
 def load_access(env: Mapping[str, str], configured: Path | None, context: str | None) -> ClusterAccess:
@@ -96,7 +97,16 @@ def load_access(env: Mapping[str, str], configured: Path | None, context: str | 
     merged = _Merged()
     for path in existing:
         _merge(merged, path)
-    return _resolve(merged, context, f"{chosen_by} {':'.join(str(p) for p in existing)}")
+    untrusted = _Untrusted(existing[0], env) if chosen_by == "sink.kubeconfig" else None
+    return _resolve(merged, context, f"{chosen_by} {':'.join(str(p) for p in existing)}", untrusted)
+
+
+@dataclass(frozen=True)
+class _Untrusted:
+    """The file the manifest alone chose, and the environment that may still pin its server."""
+
+    file: Path
+    env: Mapping[str, str]
 
 
 def _merge(merged: _Merged, path: Path) -> None:
@@ -121,7 +131,7 @@ def _merge(merged: _Merged, path: Path) -> None:
         merged.current = current
 
 
-def _resolve(merged: _Merged, wanted: str | None, source: str) -> ClusterAccess:
+def _resolve(merged: _Merged, wanted: str | None, source: str, untrusted: _Untrusted | None) -> ClusterAccess:
     name = wanted or merged.current
     if not name:
         raise SinkError(f"kubeconfig ({source}): no current-context: set sink.context")
@@ -141,6 +151,8 @@ def _resolve(merged: _Merged, wanted: str | None, source: str) -> ClusterAccess:
     server = str(body.get("server", "")).rstrip("/")
     if not server:
         raise SinkError(f"kubeconfig {where}: the cluster has no server")
+    if untrusted is not None:  # before any plugin runs or any credential file is read
+        refuse_manifest_credentials(user.body, untrusted.file, server, untrusted.env)
     namespace = context.body.get("namespace")
     ca_pem = _pem(body, "certificate-authority", cluster.directory, where)
     return ClusterAccess(
