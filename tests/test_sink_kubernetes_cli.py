@@ -330,3 +330,21 @@ def test_two_applies_at_once_the_second_fails_naming_the_first(
     assert f"is held by {first.pid}@" in second.stderr
     assert sorted(live_keys(dev_server)) == ["alpha", "beta"]
     assert all(emu.secret(NS, name) is not None for name in ("alpha", "beta"))
+
+
+@pytest.mark.parametrize("value", ["999999999d", "0s", "5 minutes"])
+def test_a_bad_rollout_timeout_is_a_validation_error_at_load(
+    kube: Cli, emu: KubeEmu, dev_server: DevServer, value: str
+) -> None:
+    kube.write_manifest(manifest(["alpha"], restart=["deployment/gw-{name}"], rollout_timeout=value))
+
+    for run in (kube("plan"), kube("apply", "--auto-approve")):
+        assert run.code == 1, run
+        lines = run.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith(
+            "keysync: error: keysync.yaml:5: sink.rollout_timeout: "
+        )
+        assert repr(value) in lines[0], run
+        assert "internal error" not in run.stderr and "Traceback" not in run.stderr, run
+    assert live_keys(dev_server) == {}
+    assert emu.seen == []

@@ -6,6 +6,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from keysync.manifest.model import Duration
+
 
 class _Settings(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
@@ -64,7 +66,8 @@ class KubernetesSinkConfig(_Settings):
     kubeconfig: str | None = None
     labels: dict[str, str] = {}
     restart: list[Annotated[str, Field(pattern=r"^(deployment|statefulset|daemonset)/[-a-z0-9.{}]+$")]] = []
-    rollout_timeout: str = Field("5m", pattern=r"^(\d+[smhdw])+$")
+    # Checked at load like every duration (one line, file:line), not when the sink opens.
+    rollout_timeout: Annotated[Duration, Field(json_schema_extra={"examples": ["5m", "90s"]})] = "5m"
 
 
 def env_name(name: str, prefix: str) -> str:
