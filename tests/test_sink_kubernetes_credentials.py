@@ -321,9 +321,8 @@ def test_an_unknown_ca_is_a_tls_failure(tls_emu: KubeEmu, make: Make, tmp_path: 
 def test_insecure_skip_tls_verify_is_honoured_with_a_warning(
     tls_emu: KubeEmu, make: Make, tmp_path: Path
 ) -> None:
-    path = kubeconfig(
-        tmp_path / "config", tls_emu.url, {"token": tls_emu.token}, **{"insecure-skip-tls-verify": True}
-    )
+    skip_verify: dict[str, Any] = {"insecure-skip-tls-verify": True}
+    path = kubeconfig(tmp_path / "config", tls_emu.url, {"token": tls_emu.token}, **skip_verify)
     sink = make(env=env_for(path))
     assert sink.read().entries == {}
     assert any("insecure-skip-tls-verify is set" in warning for warning in sink.endpoint_warnings)

@@ -8,6 +8,7 @@ import io
 import json
 import signal
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -33,6 +34,10 @@ def kube(cli: Cli, emu: KubeEmu, tmp_path: Path) -> Cli:
     cli.env["KUBECONFIG"] = str(emu.kubeconfig(tmp_path / "kubeconfig", namespace=NS))
     cli.write_manifest('version: 1\nsink:\n  type: kubernetes\nkeys: ["alpha", "beta"]\n')
     return cli
+
+
+def healthy(watch: Watch) -> bool:
+    return watch.healthz() == 200
 
 
 def leading(watch: Watch) -> bool:
@@ -62,7 +67,7 @@ def test_of_three_replicas_exactly_one_reconciles(
     standbys = [w for w in group if w is not leader]
 
     for watch in group:
-        watch.until(lambda w=watch: w.healthz() == 200, "/healthz 200 on every replica")
+        watch.until(partial(healthy, watch), "/healthz 200 on every replica")
     assert leader.metrics().get("keysync_leader") == 1.0
     assert [w.metrics().get("keysync_leader") for w in standbys] == [0.0, 0.0]
     assert all(not w.events("action") for w in standbys)

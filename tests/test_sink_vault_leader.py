@@ -14,13 +14,14 @@ import signal
 import threading
 import time
 from collections.abc import Iterator
+from functools import partial
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from test_sink_kubernetes_leader import leading, the_leader
+from test_sink_kubernetes_leader import healthy, leading, the_leader
 from test_sink_vault import manifest, prefix, vault_cli
 from test_vault_lock import lock_entry
 from test_watch import Watch, Watches, watches
@@ -63,7 +64,7 @@ def test_of_two_replicas_exactly_one_reconciles(
     [standby] = [w for w in group if w is not leader]
 
     for watch in group:
-        watch.until(lambda w=watch: w.healthz() == 200, "/healthz 200 on both replicas")
+        watch.until(partial(healthy, watch), "/healthz 200 on both replicas")
     assert leader.metrics().get("keysync_leader") == 1.0
     assert standby.metrics().get("keysync_leader") == 0.0
     assert not standby.events("action")

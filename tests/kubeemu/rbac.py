@@ -24,8 +24,7 @@ class Rule:
     @classmethod
     def of(cls, verbs: str, resources: str, group: str = "*", names: str = "", namespace: str = "*") -> Rule:
         """Rule.of("get,update", "secrets", "", names="gw") : comma-separated lists."""
-        split = lambda text: frozenset(part for part in text.split(",") if part)  # noqa: E731
-        return cls(split(verbs), split(resources), group, split(names), namespace)
+        return cls(_split(verbs), _split(resources), group, _split(names), namespace)
 
     def allows(self, verb: str, group: str, resource: str, name: str, namespace: str) -> bool:
         return (
@@ -35,6 +34,10 @@ class Rule:
             and (self.namespace == "*" or self.namespace == namespace)
             and (not self.names or name in self.names)
         )
+
+
+def _split(text: str) -> frozenset[str]:
+    return frozenset(part for part in text.split(",") if part)
 
 
 def _within(value: str, allowed: frozenset[str]) -> bool:

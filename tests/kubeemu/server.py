@@ -188,7 +188,11 @@ class KubeEmu:
         """Holds every request until the event is set (or the block ends)."""
         gate = threading.Event()
         previous = self.on_request
-        self.on_request = lambda method, path: gate.wait(10) and None
+
+        def hold(method: str, path: str) -> None:
+            gate.wait(10)
+
+        self.on_request = hold
         try:
             yield gate
         finally:
