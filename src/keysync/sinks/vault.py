@@ -96,9 +96,9 @@ class VaultApi:
             raise SinkError("vault sink: no address: set sink.address or VAULT_ADDR")
         self.address = _address(endpoint.value)
         require_allowed(self.address, env, f"the vault sink's address, from {endpoint.source}")
-        self.endpoint_warnings = [endpoint.warning] if endpoint.warning else []
         _require_pinned_for_files(config.auth, endpoint, env)
-        ca_cert = config.ca_cert or env.get("VAULT_CACERT")
+        ca_file, ca_warning = _ca_file(config, context)
+        self.endpoint_warnings = [warning for warning in (endpoint.warning, ca_warning) if warning]
         namespace = config.namespace or env.get("VAULT_NAMESPACE")
         self.namespace = namespace.strip("/") if namespace else None
         self._timeout = context.timeout
@@ -114,7 +114,7 @@ class VaultApi:
                 base_url=f"{self.address}/v1/",
                 headers=headers,
                 timeout=context.timeout,
-                verify=_tls_context(context.resolve(ca_cert)) if ca_cert else True,
+                verify=_tls_context(ca_file) if ca_file else True,
             )
         )
 
@@ -420,6 +420,21 @@ def _endpoint(config: VaultSinkConfig, env: Mapping[str, str]) -> Endpoint | Non
     named = (env.get("VAULT_ADDR") or config.address or "").strip()
     purpose = f"the Vault token and the secrets go to {named}"
     return env_endpoint(env, "VAULT_ADDR", "sink.address", config.address, purpose)
+
+
+def _ca_file(config: VaultSinkConfig, context: SinkContext) -> tuple[Path | None, str | None]:
+    """VAULT_CACERT, when set, beats sink.ca_cert: the CA decides which server is trusted with the
+    token, so a pull request must not choose it where the environment has. A relative
+    VAULT_CACERT is the working directory's, as Vault's own CLI reads it."""
+    purpose = "the Vault server's certificate is checked against the CA VAULT_CACERT names"
+    found = env_endpoint(context.env, "VAULT_CACERT", "sink.ca_cert", config.ca_cert, purpose)
+    if found is None:
+        return None, None
+    if not found.from_environment:
+        return context.resolve(found.value), None
+    chosen = Path(found.value).expanduser().absolute()
+    same = config.ca_cert is not None and context.resolve(config.ca_cert).resolve() == chosen.resolve()
+    return chosen, None if same else found.warning
 
 
 def _require_pinned_for_files(auth: VaultAuthConfig, endpoint: Endpoint, env: Mapping[str, str]) -> None:
