@@ -26,13 +26,19 @@ if TYPE_CHECKING:
 FIRST_RETRY_SECONDS = 5.0
 
 
+Write = Callable[[str], object]  # writes one line (no newline needed); must never raise
+
+
 class EventLog:
     """One line per round and per action on stderr, as JSON or as text; keysync's own log lines
-    (waits, retries) are routed through it too, so stderr stays one format."""
+    (waits, retries) are routed through it too, so stderr stays one format.
 
-    def __init__(self, fmt: str, stream: TextIO | None = None) -> None:
+    `write` is the CLI's console, which never raises: a log collector that goes away must not
+    stop the reconciling or its audit trail. A `stream` is for tests that read the lines."""
+
+    def __init__(self, fmt: str, stream: TextIO | None = None, *, write: Write | None = None) -> None:
         self._fmt = fmt
-        self._stream = stream or sys.stderr
+        self._write = write or _stream_writer(stream or sys.stderr)
         self._lock = threading.Lock()
 
     def capture_logging(self) -> None:
@@ -53,8 +59,15 @@ class EventLog:
         else:
             line = f"{now} {event} " + " ".join(f"{k}={v}" for k, v in fields.items())
         with self._lock:
-            self._stream.write(line + "\n")
-            self._stream.flush()
+            self._write(line)
+
+
+def _stream_writer(stream: TextIO) -> Write:
+    def write(line: str) -> None:
+        stream.write(line + "\n")
+        stream.flush()
+
+    return write
 
 
 @dataclass(frozen=True)

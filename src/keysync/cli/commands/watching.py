@@ -71,7 +71,9 @@ def watch(
     settings = WatchSettings(every, do_apply, audit_log, seconds(lock_timeout, "--lock-timeout"))
     address = _host_port(listen) if listen else None
     metrics = WatchMetrics(every) if address else None
-    log = EventLog(log_format)
+    from keysync.cli import console
+
+    log = EventLog(log_format, write=console.err)  # a stderr gone away costs lines, not the watch
     leadership = _leadership(options, lease_duration, log, metrics, audit_log) if leader_elect else None
     watcher = Watcher(lambda: Session(options), settings, log, metrics, threading.Event(), leadership)
     server = serve(metrics, *address) if metrics and address else None
