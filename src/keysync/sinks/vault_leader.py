@@ -5,23 +5,19 @@ no new version of it for the lease its holder wrote, timed on the candidate's ow
 from when it first saw that version. No two hosts' wall clocks are compared (`expires_at` is
 still written, for a one-shot apply, which cannot watch the entry for a whole lease).
 
-The leader renews every third of the lease and gives up once two thirds have passed since the
-start of its last renewal that succeeded, however long a request stuck on the network takes. A
-candidate saw that renewal only after it was sent, so the leader stops before anyone can take
-over: no two leaders, even for a moment.
+The leader keeps it as `leasewatch.Keeper` keeps any lease: renewed every third of it, given up
+once two thirds have passed since the start of the last renewal that succeeded, however long a
+request stuck on the network takes. No two leaders, even for a moment.
 """
 
 from __future__ import annotations
 
-import logging
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
+from keysync.sinks.leasewatch import Keeper
 from keysync.sinks.vault_lock import VaultLock, lease_of, shown
-
-log = logging.getLogger("keysync")
 
 
 class Observed:
@@ -35,69 +31,6 @@ class Observed:
         if version != self._version:
             self._version, self._since = version, now
         return now - self._since
-
-
-class Keeper:
-    """Renews a held entry from one thread; another declares it lost at two thirds of the lease
-    without a renewal (or at once when another writer took it over)."""
-
-    def __init__(
-        self,
-        lock: VaultLock,
-        duration: float,
-        on_lost: Callable[[], None],
-        clock: Callable[[], float],
-        renewed_at: float,
-    ) -> None:
-        self.lost = threading.Event()
-        self._clock = clock
-        self._lock = lock
-        self._duration = duration
-        self._on_lost = on_lost
-        self._renewed_at = renewed_at
-        self._stop = threading.Event()
-        self._guard = threading.Lock()
-        self._threads = [
-            threading.Thread(target=self._renew, name="keysync-vault-leader", daemon=True),
-            threading.Thread(target=self._watch, name="keysync-vault-leader-watch", daemon=True),
-        ]
-        for thread in self._threads:
-            thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(timeout=max(1.0, self._duration))
-
-    def _renew(self) -> None:
-        while not self._stop.wait(self._duration / 3) and not self.lost.is_set():
-            started = self._clock()
-            try:
-                kept = self._lock.renew()
-            except Exception as exc:  # a failed renewal is news, not a crash: the watch gives up
-                log.warning("cannot renew the vault lock %s: %s", self._lock.path, exc)
-                continue
-            if not kept:
-                self._lose("another writer took it over")
-                return
-            self._renewed_at = started
-
-    def _watch(self) -> None:
-        while True:
-            left = self._renewed_at + self._duration * 2 / 3 - self._clock()
-            if left <= 0:
-                self._lose("it could not be renewed in time")
-                return
-            if self._stop.wait(left):
-                return
-
-    def _lose(self, why: str) -> None:
-        with self._guard:
-            if self.lost.is_set() or self._stop.is_set():
-                return
-            self.lost.set()
-        log.warning("lost the vault lock %s: %s", self._lock.path, why)
-        self._on_lost()
 
 
 class VaultLeaderLock:
@@ -139,7 +72,15 @@ class VaultLeaderLock:
         if not self._lock.take(version):  # another candidate wrote first: it leads now
             self._last = self._lock.read()[1]
             return False
-        self._keeper = Keeper(self._lock, self.duration, self._on_lost, self._clock, renewed_at=started)
+        self._keeper = Keeper(
+            f"the vault lock {self._lock.path}",
+            self._lock.renew,
+            self.duration,
+            self._on_lost,
+            renewed_at=started,
+            clock=self._clock,
+        )
+        self._keeper.start()
         return True
 
     def _unexpired(self, version: int, fields: dict[str, Any] | None, now: float) -> bool:

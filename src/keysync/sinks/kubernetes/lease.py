@@ -6,10 +6,8 @@ record change, so clock skew between hosts does not matter); released by clearin
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import socket
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,10 +17,10 @@ from typing import Any
 
 from keysync.errors import LockHeldError
 from keysync.sinks.kubernetes.api import KubeApi
+from keysync.sinks.leasewatch import Keeper
 
 DEFAULT_DURATION = 15.0
 _MICRO = "%Y-%m-%dT%H:%M:%S.%fZ"
-_log = logging.getLogger("keysync")
 
 
 def lease_name(coderd_url: str, secret_template: str) -> str:
@@ -172,37 +170,19 @@ class Lease:
         return True
 
 
-class Renewer:
-    """Renews a held lease every third of its duration from a thread; `lost` is set once it could
-    not renew within two thirds of it, before the lease can expire for anyone else."""
+class Renewer(Keeper):
+    """Renews a held lease from a thread; `lost` is set once two thirds of it passed since the
+    start of its last successful renewal (even while a renewal is still stuck on the network),
+    or at once when another holder took it: before the lease can expire for anyone else."""
 
     def __init__(self, lease: Lease, on_lost: Callable[[], None] = lambda: None) -> None:
-        self._lease = lease
-        self._on_lost = on_lost
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="keysync-lease", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(timeout=10)
-
-    def _run(self) -> None:
-        lease = self._lease
-        while not self._stop.wait(lease.duration / 3):
-            try:
-                renewed = lease.try_acquire()
-            except Exception as exc:  # a failed renewal is news, not a crash
-                _log.warning("renewing the Lease %s failed: %s", lease.where, exc)
-                renewed = False
-            if not renewed and time.monotonic() - lease.renewed_at >= lease.duration * 2 / 3:
-                _log.warning("lost the Lease %s: could not renew it in time", lease.where)
-                self.lost.set()
-                self._on_lost()
-                return
+        super().__init__(
+            f"the Lease {lease.where}",
+            lease.try_acquire,
+            lease.duration,
+            on_lost,
+            renewed_at=lease.renewed_at,
+        )
 
 
 @contextmanager
