@@ -117,11 +117,13 @@ def _leadership(options: Any, duration: str, log: Any, metrics: Any, audit_log: 
 
 
 def _host_port(listen: str) -> tuple[str, int]:
-    host, _, port = listen.rpartition(":")
-    if not host or not port.isdigit():
-        from keysync.errors import UsageError
+    from keysync.errors import UsageError
 
+    host, _, port = listen.rpartition(":")
+    if not host or not port.isascii() or not port.isdigit():
         raise UsageError(f"--listen {listen!r}: use HOST:PORT, e.g. 127.0.0.1:9464")
+    if int(port) > 65535:
+        raise UsageError(f"--listen {listen[:60]!r}: port {port[:20]} is above 65535")
     return host.strip("[]"), int(port)
 
 
