@@ -2,8 +2,13 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 PYTEST_ARGS ?= -n 2 --durations=15
+# Branch coverage of src/keysync, the keysync subprocesses the tests start included. A floor, not a
+# target (93% measured): raise it when coverage rises. Measuring makes the suite about twice as slow,
+# over its 5-minute budget, so `make test` does not measure.
+COVERAGE_FLOOR ?= 90
+COVERAGE_ARGS ?= --cov=keysync --cov-branch --cov-report=term:skip-covered --cov-fail-under=$(COVERAGE_FLOOR)
 
-.PHONY: test lint types unit demo bench schema clean
+.PHONY: test lint types unit coverage demo bench schema clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +28,9 @@ unit: $(BIN)/.installed
 
 test: lint types unit
 
+coverage: $(BIN)/.installed
+	$(BIN)/pytest $(PYTEST_ARGS) $(COVERAGE_ARGS)
+
 schema: $(BIN)/.installed
 	$(BIN)/keysync schema > schemas/keysync.schema.json
 
@@ -33,7 +41,7 @@ bench: $(BIN)/.installed
 	$(BIN)/python benchmarks/run.py
 
 clean:
-	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) demo .pytest_cache .mypy_cache .ruff_cache .coverage .coverage.*
 
 roothelp: $(BIN)/.installed
 	$(BIN)/python -c "from keysync.cli.entry import write_root_help; write_root_help()"
