@@ -213,10 +213,12 @@ def key_names(count: int, prefix: str = "bench") -> list[str]:
     return [f"{prefix}-{i:06d}" for i in range(count)]
 
 
-def write_manifest(directory: Path, url: str, names: Sequence[str], sink: str = "secrets.json") -> Path:
+def write_manifest(
+    directory: Path, url: str, names: Sequence[str], sink: str = "secrets.json", indent: str = "  "
+) -> Path:
     lines = ["version: 1", "coderd:", f"  url: {url}", "sink:", "  type: file", f"  path: {sink}"]
     lines.append("keys:" if names else "keys: []")
-    lines += [f"  - {name}" for name in names]
+    lines += [f"{indent}- {name}" for name in names]
     path = directory / "keysync.yaml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
