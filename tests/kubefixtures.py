@@ -16,6 +16,8 @@ from keysync.sinks.base import SinkContext
 from keysync.sinks.kubernetes import KubernetesSink
 
 from kubeemu import KubeEmu
+from kubeemu.server import Fault
+from kubeemu.status import StatusError
 
 NS = "coder-ai-gateway"
 URL = "http://127.0.0.1:7080"
@@ -53,3 +55,10 @@ def make_fixture(emu: KubeEmu, tmp_path: Path) -> Iterator[Make]:
 def record(name: str, url: str = URL) -> SecretRecord:
     secret = f"sk{uuid.uuid4().hex}{uuid.uuid4().hex}"
     return SecretRecord(name, Secret(secret), str(uuid.uuid4()), secret[:11], "2026-01-02T03:04:05Z", url)
+
+
+def renewals_fail_fast_then_hang(emu: KubeEmu) -> Fault:
+    """The next Lease update is refused at once (503); the one after it gets no answer until the
+    returned hold's gate is set (a request stuck on the network)."""
+    emu.fail("PUT", "/leases/", lambda: StatusError(503, "ServiceUnavailable", "etcd is down"))
+    return emu.hold("PUT", "/leases/")

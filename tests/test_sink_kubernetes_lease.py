@@ -3,6 +3,7 @@ election does, against the emulator's Leases (409 on a stale resourceVersion, Al
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,7 @@ from keysync.sinks.kubernetes.lease import Lease, Renewer, held, identity
 from kubeemu import KubeEmu
 from kubeemu.server import LEASES
 from kubeemu.status import StatusError
-from kubefixtures import NS, Make, emu_fixture, make_fixture, record
+from kubefixtures import NS, Make, emu_fixture, make_fixture, record, renewals_fail_fast_then_hang
 
 __all__ = ["emu_fixture", "make_fixture"]
 
@@ -178,3 +179,52 @@ def test_writes_stop_once_the_apply_lock_is_lost(emu: KubeEmu, make: Make) -> No
         with pytest.raises(SinkError, match=r"the sink's lock, Lease .* was lost"):
             sink.store(record("beta"))
     assert emu.secret(NS, "beta") is None
+
+
+def failed_renewals(caplog: pytest.LogCaptureFixture) -> int:
+    return sum("cannot renew the Lease" in r.getMessage() for r in list(caplog.records))
+
+
+def test_a_renewal_that_fails_fast_then_hangs_loses_the_lease_while_still_pending(
+    emu: KubeEmu, make: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "keysync")
+    leader, standby = make().lease(2.4), make().lease(2.4)
+    standby.identity = "4242@standby-host"
+    assert leader.try_acquire()
+    assert not standby.try_acquire()  # it watches the leader's record from now on
+    stuck = renewals_fail_fast_then_hang(emu)
+    events: list[str] = []
+    renewer = Renewer(
+        leader, lambda: events.append(f"lost: {len(stuck.held)} held, {failed_renewals(caplog)} failed")
+    )
+    renewer.start()
+    try:
+        while not standby.try_acquire():
+            time.sleep(0.05)
+        events.append("the standby took over")
+        taken = emu.lease(NS, leader.name)
+    finally:
+        stuck.gate.set()
+        renewer.stop()
+    # The leader gave up while its second renewal was held and had not yet failed for it.
+    assert events == ["lost: 1 held, 1 failed", "the standby took over"]
+    assert taken is not None and taken["spec"]["holderIdentity"] == "4242@standby-host"
+
+
+def test_an_apply_whose_renewal_hangs_stops_writing_while_it_is_pending(
+    emu: KubeEmu, make: Make, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "keysync")
+    sink = make()
+    sink.lock_duration = 2.4
+    with sink.lock(None) as renewer:
+        sink.store(record("alpha"))
+        stuck = renewals_fail_fast_then_hang(emu)
+        assert renewer.lost.wait(5)  # type: ignore[attr-defined]
+        pending = (len(stuck.held), failed_renewals(caplog))
+        with pytest.raises(SinkError, match=r"the sink's lock, Lease .* was lost"):
+            sink.store(record("beta"))
+        stuck.gate.set()
+    assert pending == (1, 1)
+    assert emu.secret(NS, "alpha") is not None and emu.secret(NS, "beta") is None

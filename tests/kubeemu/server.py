@@ -10,7 +10,7 @@ import ssl
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
@@ -42,12 +42,16 @@ RESOURCES = {"secrets": SECRETS, "leases": LEASES, **WORKLOADS}
 
 @dataclass
 class Fault:
-    """Answers the next `times` requests matching method and path fragment with `error`."""
+    """Answers the next `times` requests matching method and path fragment with `error`; without
+    one, holds them until `gate` is set (a request stuck on the network), then answers them.
+    Faults apply in the order queued: a hold queued after a failure catches the request after."""
 
     method: str
     path_contains: str
-    error: Callable[[], StatusError]
+    error: Callable[[], StatusError] | None
     times: int = 1
+    gate: threading.Event = field(default_factory=threading.Event)
+    held: list[str] = field(default_factory=list)  # the requests that waited, as "METHOD path"
 
 
 class KubeEmu:
@@ -83,6 +87,8 @@ class KubeEmu:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        for fault in self.faults:
+            fault.gate.set()  # held requests end with the test
         self._server.shutdown()
         self._thread.join(timeout=10)
         self._server.server_close()
@@ -152,6 +158,12 @@ class KubeEmu:
     def fail(self, method: str, path_contains: str, error: Callable[[], StatusError], times: int = 1) -> None:
         self.faults.append(Fault(method, path_contains, error, times))
 
+    def hold(self, method: str, path_contains: str, times: int = 1) -> Fault:
+        """Holds the next `times` matching requests until the returned fault's `gate` is set."""
+        fault = Fault(method, path_contains, None, times)
+        self.faults.append(fault)
+        return fault
+
     def kubeconfig(
         self,
         path: Path,
@@ -218,7 +230,11 @@ class KubeEmu:
         for fault in self.faults:
             if fault.times > 0 and fault.method == method and fault.path_contains in target:
                 fault.times -= 1
-                raise fault.error()
+                if fault.error is not None:
+                    raise fault.error()
+                fault.held.append(f"{method} {target}")
+                fault.gate.wait(10)
+                return
 
     def _route(
         self, method: str, target: str, headers: dict[str, str], body: bytes, user: str
