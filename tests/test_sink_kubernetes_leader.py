@@ -7,6 +7,7 @@ from __future__ import annotations
 import io
 import json
 import signal
+import time
 from datetime import UTC, datetime, timedelta
 from functools import partial
 from pathlib import Path
@@ -23,7 +24,7 @@ from coderlive import delete_out_of_band, live_keys
 from conftest import Cli
 from kubeemu import KubeEmu
 from kubeemu.status import StatusError
-from kubefixtures import NS, emu_fixture
+from kubefixtures import NS, emu_fixture, renewals_fail_fast_then_hang
 
 __all__ = ["emu_fixture", "watches"]
 FLAGS = ("--apply", "--leader-elect", "--lease-duration", "2s", "--log-format", "json")
@@ -127,6 +128,34 @@ def test_a_leader_that_cannot_renew_steps_down_before_its_lease_expires(
         assert states == ["leader", "error", "standby"]
     finally:
         leadership.release()
+
+
+def test_a_leader_whose_renewal_fails_fast_then_hangs_steps_down_before_a_standby_takes_over(
+    emu: KubeEmu, kube: Cli, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", kube.env["KUBECONFIG"])
+    session = Session(Options(manifest=kube.cwd / "keysync.yaml", url="http://127.0.0.1:7080"))
+    stream = io.StringIO()
+    leadership = Leadership(session, 2.4, EventLog("json", stream), None, None)
+    standby = session.sink.lease(2.4)  # type: ignore[attr-defined]
+    standby.identity = "4242@standby-host"
+    order: list[str] = []
+    try:
+        assert leadership.leading()
+        assert not standby.try_acquire()  # it watches the leader's Lease from now on
+        stuck = renewals_fail_fast_then_hang(emu)
+        leadership.on_lost = lambda: order.append(f"the leader stopped, {len(stuck.held)} renewal held")
+        while not standby.try_acquire():
+            time.sleep(0.05)
+        order.append("the standby took over")
+        stuck.gate.set()
+        assert not leadership.leading()
+    finally:
+        leadership.release()
+    assert order == ["the leader stopped, 1 renewal held", "the standby took over"]
+    states = [json.loads(line)["state"] for line in stream.getvalue().splitlines()]
+    assert states == ["leader", "standby"]
+    assert json.loads(stream.getvalue().splitlines()[-1])["holder"].startswith("4242@standby-host since")
 
 
 def test_a_watch_outlives_the_rotation_of_its_service_account_token(
