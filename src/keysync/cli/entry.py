@@ -25,6 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         sys.stdout.write(ROOT_HELP)
         return 0
+    skip_httpx_command_line()
     from keysync.cli.group import main as cli_main
 
     try:
@@ -33,6 +34,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         # Everything is written and closed: spare the exit its collection of every object left
         # (tens of milliseconds after a big apply).
         gc.freeze()
+
+
+def skip_httpx_command_line() -> None:
+    """httpx imports its own command line (and with it rich and pygments, when installed) unless
+    that import fails; keysync never uses it, and every command would pay about 90 ms for it."""
+    sys.modules.setdefault("httpx._main", None)  # type: ignore[arg-type]
 
 
 def render_root_help() -> str:
