@@ -35,6 +35,7 @@ from keysync.sinks.vault_leader import VaultLeaderLock
 from keysync.sinks.vault_lock import LOCK_LEAF, VaultLock
 from keysync.transport.answers import AnswerError, parse_json, read_body
 from keysync.transport.deadline import bounded_client, deadline
+from keysync.transport.tls import caused_by_tls
 
 _READ_THREADS = 8
 _MAX_ANSWER = 16 << 20  # decoded; Vault's biggest answer here, a LIST, is far smaller
@@ -179,7 +180,7 @@ class VaultApi:
     def _transport_reason(self, exc: httpx.HTTPError) -> str:
         if isinstance(exc, httpx.TimeoutException):
             return f"no answer within {self._timeout:g}s"
-        if _caused_by_tls(exc):
+        if caused_by_tls(exc):
             return f"TLS failure ({exc}); set ca_cert (or VAULT_CACERT) to the CA that signed its certificate"
         if isinstance(exc, httpx.ConnectError):
             return f"cannot connect ({exc}); is the address right and the server up?"
@@ -502,15 +503,6 @@ def _tls_context(ca_cert: Path) -> ssl.SSLContext:
         return ssl.create_default_context(cafile=str(ca_cert))
     except (OSError, ssl.SSLError) as exc:
         raise SinkError(f"vault sink: ca_cert {ca_cert}: cannot load: {exc}") from None
-
-
-def _caused_by_tls(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
 
 
 def _reply(status: int, content: bytes) -> Reply:

@@ -16,6 +16,16 @@ class CertificateProblem:
     untrusted: bool  # True when trusting another CA is the fix
 
 
+def caused_by_tls(exc: BaseException) -> bool:
+    """Whether a TLS error lies anywhere down the chain of causes of a transport failure."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
 def certificate_problem(exc: BaseException) -> CertificateProblem | None:
     """The certificate check that failed somewhere in exc's chain, or None if none did."""
     seen: BaseException | None = exc

@@ -25,7 +25,7 @@ from keysync.sinks.kubernetes.credentials import Credentials
 from keysync.sinks.kubernetes.kubeconfig import ClusterAccess
 from keysync.transport.answers import AnswerError, parse_json, read_body
 from keysync.transport.deadline import bounded_client, deadline, pause
-from keysync.transport.tls import certificate_problem
+from keysync.transport.tls import caused_by_tls, certificate_problem
 
 MAX_BODY = 64 << 20
 _MESSAGE_LIMIT = 500  # of a Status message in one error line
@@ -177,7 +177,7 @@ class KubeApi:
             if problem is not None:
                 hint = "; check the cluster's certificate-authority" if problem.untrusted else ""
                 raise self.error(f"{doing}: TLS failure: {problem.reason}{hint}", secrets) from None
-            if _caused_by_tls(exc):
+            if caused_by_tls(exc):
                 raise self.error(f"{doing}: TLS failure ({exc})", secrets) from None
             raise self.error(f"{doing}: cannot connect ({exc}){self._route()}", secrets) from None
         except (httpx.RemoteProtocolError, httpx.ReadError):
@@ -284,12 +284,3 @@ def _retry_wait(reply: Reply, headers: httpx.Headers, method: str, attempt: int)
     if reply.status in _RETRYABLE_READS and method == "GET" and attempt < 3:
         return 0.2 * attempt
     return None
-
-
-def _caused_by_tls(exc: BaseException) -> bool:
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, ssl.SSLError):
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
