@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,9 +14,18 @@ from pathlib import Path
 import pytest
 
 from keysync.devserver import DevServer, DevServerConfig
+from keysync.keys import SecretRecord
+from keysync.secret import Secret
 
 OWNER_TOKEN = "keysyncTst-0123456789abcdefABCDEF"
 KEYSYNC = shutil.which("keysync", path=str(Path(sys.executable).parent)) or "keysync"
+SINK_TEST_URL = "http://127.0.0.1:7080"
+
+
+def random_record(name: str, url: str = SINK_TEST_URL) -> SecretRecord:
+    """A record with a fresh random secret and id, for sink tests that talk to no Coder."""
+    secret = f"sk{uuid.uuid4().hex}{uuid.uuid4().hex}"
+    return SecretRecord(name, Secret(secret), str(uuid.uuid4()), secret[:11], "2026-01-02T03:04:05Z", url)
 
 
 @pytest.fixture

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,10 +10,10 @@ import pytest
 
 from keysync.keys import SecretRecord
 from keysync.manifest.sinks import KubernetesSinkConfig
-from keysync.secret import Secret
 from keysync.sinks.base import SinkContext
 from keysync.sinks.kubernetes import KubernetesSink
 
+from conftest import random_record
 from kubeemu import KubeEmu
 from kubeemu.server import Fault
 from kubeemu.status import StatusError
@@ -53,8 +52,7 @@ def make_fixture(emu: KubeEmu, tmp_path: Path) -> Iterator[Make]:
 
 
 def record(name: str, url: str = URL) -> SecretRecord:
-    secret = f"sk{uuid.uuid4().hex}{uuid.uuid4().hex}"
-    return SecretRecord(name, Secret(secret), str(uuid.uuid4()), secret[:11], "2026-01-02T03:04:05Z", url)
+    return random_record(name, url)
 
 
 def renewals_fail_fast_then_hang(emu: KubeEmu) -> Fault:

@@ -21,13 +21,12 @@ from keysync.devserver import DevServer
 from keysync.errors import SinkError
 from keysync.keys import SecretRecord
 from keysync.manifest.sinks import VaultSinkConfig
-from keysync.secret import Secret
 from keysync.sinks.base import SinkContext
 from keysync.sinks.vault import VaultSink
 
 from baoserver import Bao, bao_fixture, free_port
 from coderlive import live_keys
-from conftest import Cli
+from conftest import Cli, random_record
 
 __all__ = ["bao_fixture"]  # a fixture: pytest finds it here
 
@@ -69,8 +68,7 @@ def make(bao: Bao, tmp_path: Path, prefix: str) -> Iterator[Make]:
 
 
 def record(name: str, url: str = URL) -> SecretRecord:
-    secret = f"sk{uuid.uuid4().hex}{uuid.uuid4().hex}"
-    return SecretRecord(name, Secret(secret), str(uuid.uuid4()), secret[:11], "2026-01-02T03:04:05Z", url)
+    return random_record(name, url)
 
 
 def refused(call: Callable[..., object], *args: Any, **kwargs: Any) -> str:
