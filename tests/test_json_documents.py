@@ -104,7 +104,7 @@ def test_a_saved_plan_without_applyable_gets_it_from_its_warnings_on_load() -> N
 
     fields = ("coderd_url", "api", "manifest_sha256", "live_fingerprint", "sink_fingerprint")
     old = {"format_version": 1, **dict.fromkeys(fields, "x"), "targets": [], "replace": [], "actions": []}
-    assert parse_saved_plan(json.dumps({**old, "warnings": ["a sink note"]}).encode())["applyable"] is True
+    assert parse_saved_plan(json.dumps({**old, "warnings": ["a sink note"]}).encode()).applyable is True
     forced = {**old, "warnings": ["needs --force: deleting every managed key"]}
-    assert parse_saved_plan(json.dumps(forced).encode())["applyable"] is False
-    assert parse_saved_plan(json.dumps({**forced, "applyable": True}).encode())["applyable"] is True
+    assert parse_saved_plan(json.dumps(forced).encode()).applyable is False
+    assert parse_saved_plan(json.dumps({**forced, "applyable": True}).encode()).applyable is True

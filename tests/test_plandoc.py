@@ -18,7 +18,14 @@ from keysync.errors import StalePlanError
 from keysync.keys import LiveKey, SecretRecord, SinkView, StoredEntry
 from keysync.manifest.model import Manifest
 from keysync.plan import Plan, PlanRequest, build_plan
-from keysync.plandoc import World, check_saved_actions, check_saved_plan, parse_saved_plan, plan_document
+from keysync.plandoc import (
+    SavedPlan,
+    World,
+    check_saved_actions,
+    check_saved_plan,
+    parse_saved_plan,
+    plan_document,
+)
 from keysync.secret import Secret
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
@@ -93,10 +100,15 @@ def a_plan() -> tuple[Plan, World]:
     return plan, world(live, sink)
 
 
-def saved(plan: Plan, w: World, request: PlanRequest = NO_REQUEST) -> dict[str, Any]:
-    """A plan as `plan --out` writes it and `apply PLANFILE` reads it back."""
+def saved_document(plan: Plan, w: World, request: PlanRequest = NO_REQUEST) -> dict[str, Any]:
+    """A plan as `plan --out` writes it."""
     data: dict[str, Any] = json.loads(json.dumps(plan_document(plan, w, request, snapshot=True)))
     return data
+
+
+def saved(plan: Plan, w: World, request: PlanRequest = NO_REQUEST) -> SavedPlan:
+    """A plan as `apply PLANFILE` reads it back."""
+    return parse_saved_plan(json.dumps(saved_document(plan, w, request)).encode())
 
 
 # --- the document ------------------------------------------------------------------------------
@@ -245,7 +257,7 @@ def names_after(message: str, word: str, name: str) -> bool:
     return re.search(rf"{word}\b[^;.]*?\b{re.escape(name)}\b", message) is not None
 
 
-def stale_message(saved_plan: dict[str, Any], now: World) -> str:
+def stale_message(saved_plan: SavedPlan, now: World) -> str:
     with pytest.raises(StalePlanError) as caught:
         check_saved_plan(saved_plan, now)
     return str(caught.value)
@@ -336,7 +348,7 @@ def places(value: Any, path: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
 @given(st.data())
 def test_any_damage_to_a_saved_plan_is_refused_or_harmless(data: st.DataObject) -> None:
     plan, w = a_plan()
-    document = saved(plan, w)
+    document = saved_document(plan, w)
     path = data.draw(st.sampled_from(places(document)[1:]))
     target = document
     for part in path[:-1]:
@@ -350,7 +362,7 @@ def test_any_damage_to_a_saved_plan_is_refused_or_harmless(data: st.DataObject) 
     except ValueError as exc:
         assert "\n" not in str(exc)
         return
-    assert isinstance(parsed, dict)
+    assert isinstance(parsed, SavedPlan)
     checks: list[Callable[[], object]] = [
         lambda: check_saved_plan(parsed, w),
         lambda: check_saved_actions(parsed, plan),

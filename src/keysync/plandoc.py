@@ -96,7 +96,55 @@ _ACTION_TEXT_FIELDS = ("action", "name", "reason")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
-def parse_saved_plan(raw: bytes) -> dict[str, Any]:
+@dataclass(frozen=True)
+class SavedAction:
+    action: str
+    name: str
+    reason: str
+    live_name: str = ""
+
+    @property
+    def described(self) -> str:
+        return f"{self.action} {self.live_name or self.name} ({self.reason})"
+
+
+@dataclass(frozen=True)
+class SavedPlan:
+    """A plan as `plan --out` wrote it, read back for `apply PLANFILE`."""
+
+    coderd_url: str
+    api: str
+    manifest_sha256: str
+    live_fingerprint: str
+    sink_fingerprint: str
+    request: PlanRequest
+    actions: tuple[SavedAction, ...]
+    stale_records: tuple[str, ...]
+    applyable: bool
+    snapshot_live: dict[str, dict[str, str]] | None = None
+    snapshot_sink: dict[str, dict[str, str]] | None = None
+
+    @classmethod
+    def of(cls, document: dict[str, Any]) -> SavedPlan:
+        """From a document whose shape `parse_saved_plan` has checked."""
+        snapshot = document.get("snapshot")
+        fields = ("action", "name", "reason", "live_name")
+        return cls(
+            coderd_url=document["coderd_url"],
+            api=document["api"],
+            manifest_sha256=document["manifest_sha256"],
+            live_fingerprint=document["live_fingerprint"],
+            sink_fingerprint=document["sink_fingerprint"],
+            request=PlanRequest(frozenset(document["targets"]), frozenset(document["replace"])),
+            actions=tuple(SavedAction(*(a.get(f, "") for f in fields)) for a in document["actions"]),
+            stale_records=tuple(document.get("stale_records", [])),
+            applyable=document.get("applyable", _applyable_from_warnings(document.get("warnings", []))),
+            snapshot_live=snapshot.get("live") if isinstance(snapshot, dict) else None,
+            snapshot_sink=snapshot.get("sink") if isinstance(snapshot, dict) else None,
+        )
+
+
+def parse_saved_plan(raw: bytes) -> SavedPlan:
     """The saved plan in `raw`, its shape checked as far as apply reads it; raises ValueError
     naming the first thing wrong. A plan file may be damaged, or edited by hand."""
     try:
@@ -110,8 +158,7 @@ def parse_saved_plan(raw: bytes) -> dict[str, Any]:
     problem = _control_character(document) or _shape_problem(document)
     if problem:
         raise ValueError(f"not a keysync plan: {problem}")
-    document.setdefault("applyable", _applyable_from_warnings(document.get("warnings", [])))
-    return document
+    return SavedPlan.of(document)
 
 
 def _applyable_from_warnings(warnings: list[str]) -> bool:
@@ -177,20 +224,18 @@ def _snapshot_problem(snapshot: Any) -> str | None:
     return None
 
 
-def check_saved_plan(saved: dict[str, Any], current: World) -> None:
+def check_saved_plan(saved: SavedPlan, current: World) -> None:
     """Raises StalePlanError explaining every difference between the saved plan's world and now."""
     reasons = []
     for field in ("coderd_url", "api"):
-        if saved.get(field) != getattr(current, field):
-            reasons.append(f"{field} was {saved.get(field)!r}, now {getattr(current, field)!r}")
-    if saved.get("manifest_sha256") != current.manifest_sha256:
+        if getattr(saved, field) != getattr(current, field):
+            reasons.append(f"{field} was {getattr(saved, field)!r}, now {getattr(current, field)!r}")
+    if saved.manifest_sha256 != current.manifest_sha256:
         reasons.append("the manifest changed")
-    raw = saved.get("snapshot")
-    snapshot: dict[str, Any] = raw if isinstance(raw, dict) else {}
-    if saved.get("live_fingerprint") != current.live_fingerprint:
-        reasons.append("the live keys changed: " + _explain(snapshot.get("live"), current.live))
-    if saved.get("sink_fingerprint") != current.sink_fingerprint:
-        reasons.append("the sink changed: " + _explain(snapshot.get("sink"), current.sink))
+    if saved.live_fingerprint != current.live_fingerprint:
+        reasons.append("the live keys changed: " + _explain(saved.snapshot_live, current.live))
+    if saved.sink_fingerprint != current.sink_fingerprint:
+        reasons.append("the sink changed: " + _explain(saved.snapshot_sink, current.sink))
     if reasons:
         raise StalePlanError(
             "the saved plan no longer matches the world, nothing was changed: "
@@ -199,19 +244,14 @@ def check_saved_plan(saved: dict[str, Any], current: World) -> None:
         )
 
 
-def _described(items: Any) -> set[str]:
-    actions = [a for a in items if isinstance(a, dict)] if isinstance(items, list) else []
-    return {f"{a.get('action')} {a.get('live_name') or a.get('name')} ({a.get('reason')})" for a in actions}
-
-
-def check_saved_actions(saved: dict[str, Any], plan: Plan) -> None:
+def check_saved_actions(saved: SavedPlan, plan: Plan) -> None:
     """Refuses when the actions differ from the reviewed ones, even in an unchanged world: time
     alone makes rotations due and grace periods end."""
-
-    reviewed, now = _described(saved.get("actions")), _described([a.data() for a in plan.actions])
+    reviewed = {action.described for action in saved.actions}
+    now = {f"{a.action} {a.live.name if a.live else a.name} ({a.reason})" for a in plan.actions}
     reasons = [f"now also {text}" for text in sorted(now - reviewed)]
     reasons += [f"no longer {text}" for text in sorted(reviewed - now)]
-    if sorted(saved.get("stale_records", [])) != plan.stale_records:
+    if sorted(saved.stale_records) != plan.stale_records:
         reasons.append("the stale sink records to remove differ")
     if reasons:
         raise StalePlanError(
@@ -221,7 +261,7 @@ def check_saved_actions(saved: dict[str, Any], plan: Plan) -> None:
         )
 
 
-def _explain(before: Any, after: dict[str, dict[str, str]]) -> str:
+def _explain(before: dict[str, dict[str, str]] | None, after: dict[str, dict[str, str]]) -> str:
     if not isinstance(before, dict):
         return "the plan file has no snapshot to compare"
     parts = []

@@ -8,20 +8,21 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from keysync.engine.metrics import WatchMetrics
-from keysync.engine.session import Session
+from keysync.engine.session import Session, Snapshot
 from keysync.errors import KeysyncError
 from keysync.outcomes import Outcome
 from keysync.plan import Plan, PlanRequest
 
 if TYPE_CHECKING:
     from keysync.engine.leadership import Leadership
+    from keysync.guards import Guard
+    from keysync.plan import Action
 
 FIRST_RETRY_SECONDS = 5.0
 
@@ -60,6 +61,10 @@ class EventLog:
             line = f"{now} {event} " + " ".join(f"{k}={v}" for k, v in fields.items())
         with self._lock:
             self._write(line)
+
+
+def _pending(plan: Plan) -> dict[str, Any]:
+    return {"pending": plan.summary(), "warnings": len(plan.warnings)}
 
 
 def _stream_writer(stream: TextIO) -> Write:
@@ -123,10 +128,7 @@ class Watcher:
         summary: dict[str, Any] = {}
         session = self._make_session()
         try:
-            locking = self._settings.apply and self._leadership is None  # a leader holds it already
-            lock = session.sink.lock(self._settings.lock_timeout) if locking else nullcontext()
-            with lock:
-                summary = self._reconcile(session)
+            summary = self._apply(session) if self._settings.apply else self._plan(session)
             ok = summary.pop("ok", True)
         except KeysyncError as exc:
             ok, summary = False, {"error": str(exc).splitlines()[0]}
@@ -140,52 +142,48 @@ class Watcher:
         )
         return bool(ok)
 
-    def _reconcile(self, session: Session) -> dict[str, Any]:
-        plan = session.snapshot(PlanRequest()).plan
-        if self._metrics is not None:
-            self._metrics.observe_skipped(())
-        if self._metrics is not None:
-            reasons = [(a.action, a.reason) for a in plan.actions]
-            self._metrics.observe_plan(len(session.loaded.manifest.keys), reasons, len(plan.waiting))
-        if plan.failures:
-            raise KeysyncError("; ".join(plan.failures))
-        summary: dict[str, Any] = {"pending": plan.summary(), "warnings": len(plan.warnings)}
-        if self._settings.apply and plan.has_changes:
-            summary.update(self._apply(session, plan))
-        return summary
+    def _plan(self, session: Session) -> dict[str, Any]:
+        snapshot = session.snapshot(PlanRequest())
+        self._review(session).planned(snapshot, snapshot.plan)
+        if snapshot.plan.failures:
+            raise KeysyncError("; ".join(snapshot.plan.failures))
+        return _pending(snapshot.plan)
 
-    def _apply(self, session: Session, plan: Plan) -> dict[str, Any]:
-        from keysync.engine.execution import check_git, execute_plan, preflight
+    def _apply(self, session: Session) -> dict[str, Any]:
+        from keysync.engine.execution import ApplyRun, apply_sequence
 
-        safe, skipped = plan.without_forced()
-        for action, guard in skipped:
-            self._log.emit(
-                "skipped", action=action.action, name=action.name, reason=guard.message, needs="--force"
-            )
-        if self._metrics is not None:
-            self._metrics.observe_skipped((a.action, guard.code) for a, guard in skipped)
-        if not safe.has_changes:
-            return {"skipped": len(skipped)}
-        check_git(session, force=False)
-        preflight(session, safe)
+        run = ApplyRun(
+            take_lock=self._leadership is None,  # a leader holds it already
+            lock_timeout=self._settings.lock_timeout,
+            audit_path=self._settings.audit_log,
+        )
         self._round_stop = threading.Event()
         if self._stop.is_set() or (self._leadership is not None and self._leadership.lost.is_set()):
             self._round_stop.set()
-        report, audit_error = execute_plan(
-            session, safe, self._round_stop, self._on_outcome, self._settings.audit_log
-        )
-        if audit_error:
-            self.fatal = audit_error  # the trail is broken: stop watching rather than act unrecorded
-            raise KeysyncError(audit_error)
+        review = self._review(session)
+        applied = apply_sequence(session, run, review, self._round_stop)
+        if applied.audit_error:
+            self.fatal = applied.audit_error  # the trail is broken: stop watching, not act unrecorded
+            raise KeysyncError(applied.audit_error)
+        summary = _pending(applied.plan)
+        if not applied.plan.has_changes:
+            return summary
+        if not applied.changed_anything:
+            return {**summary, "skipped": len(review.skipped)}
+        report = applied.report
         if self._metrics is not None:
-            left = [(a.action, a.reason) for a, _ in skipped]
+            left = [(a.action, a.reason) for a, _ in review.skipped]
             left += [(o.action.action, o.action.reason) for o in report.failed]
-            self._metrics.observe_plan(len(session.loaded.manifest.keys), left, len(plan.waiting))
+            self._metrics.observe_plan(review.desired, left, len(applied.plan.waiting))
         return {
+            **summary,
             "ok": report.succeeded or report.interrupted,
             "applied": report.counts(),
-            "skipped": len(skipped),
+            "skipped": len(review.skipped),
         }
+
+    def _review(self, session: Session) -> _SkipForced:
+        return _SkipForced(len(session.loaded.manifest.keys), self._log, self._metrics, self._on_outcome)
 
     def _on_outcome(self, outcome: Outcome) -> None:
         action = outcome.action
@@ -203,3 +201,30 @@ class Watcher:
         self._log.emit("action", **fields)
         if self._metrics is not None:
             self._metrics.applied.labels(action=action.action, result=fields["result"]).inc()
+
+
+@dataclass
+class _SkipForced:
+    """A round's say in the apply sequence: what needs --force is skipped, and said so."""
+
+    desired: int
+    log: EventLog
+    metrics: WatchMetrics | None
+    finished: Callable[[Outcome], None]
+    skipped: list[tuple[Action, Guard]] = field(default_factory=list)
+
+    def planned(self, snapshot: Snapshot, plan: Plan) -> None:
+        if self.metrics is not None:
+            self.metrics.observe_skipped(())
+            reasons = [(a.action, a.reason) for a in plan.actions]
+            self.metrics.observe_plan(self.desired, reasons, len(plan.waiting))
+
+    def choose(self, snapshot: Snapshot, plan: Plan) -> Plan:
+        safe, self.skipped = plan.without_forced()
+        for action, guard in self.skipped:
+            self.log.emit(
+                "skipped", action=action.action, name=action.name, reason=guard.message, needs="--force"
+            )
+        if self.metrics is not None:
+            self.metrics.observe_skipped((a.action, guard.code) for a, guard in self.skipped)
+        return safe

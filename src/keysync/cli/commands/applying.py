@@ -7,10 +7,9 @@ import os
 import signal
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import replace
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -18,6 +17,13 @@ from keysync.cli import console
 from keysync.cli.commands import boundary
 from keysync.cli.commands.planning import plan_request, target_options
 from keysync.cli.group import EXIT_INTERRUPTED, make_options, shared_options
+
+if TYPE_CHECKING:
+    from keysync.engine.execution import Applied
+    from keysync.engine.session import Session, Snapshot
+    from keysync.outcomes import Outcome
+    from keysync.plan import Plan, PlanRequest
+    from keysync.plandoc import SavedPlan
 
 
 @click.command()
@@ -64,89 +70,99 @@ def apply(
       keysync apply --auto-approve --parallelism 20
       keysync plan --out plan.json && keysync apply plan.json
     """
-    from keysync.engine.execution import check_git
+    from keysync.engine.execution import ApplyRun, apply_sequence
     from keysync.engine.runner import runner_disk_warnings
     from keysync.engine.session import Session
 
     request = plan_request(kwargs, force=force)
     saved = _load_saved(planfile, request) if planfile else None
-    if saved is not None:
-        request = _saved_request(saved)
     options = make_options(kwargs, bypass_rate_limit=bypass_rate_limit, parallelism=parallelism, force=force)
+    run = ApplyRun(
+        request=saved.request if saved else request,
+        force=force,
+        saved=saved,
+        lock_timeout=seconds(lock_timeout),
+        audit_path=audit_log,
+    )
     session = Session(options)
+    stop = threading.Event()
     try:
         if saved is not None:
             _check_saved_context(saved, session)
         for warning in runner_disk_warnings(session, os.environ):
             console.err(f"keysync: warning: {warning}")
-        check_git(session, force)  # before the lock, which would sit in the work tree too
-        with session.sink.lock(seconds(lock_timeout)):
-            approved = auto_approve or saved is not None
-            return _apply_locked(session, request, saved, approved, force, audit_log)
+        with _ApplyReview(session, force, auto_approve or saved is not None, stop) as review:
+            applied = apply_sequence(session, run, review, stop)
+        return _present(applied, session.options.format)
     finally:
         session.close()
 
 
-def _apply_locked(
-    session: Any,
-    request: Any,
-    saved: dict[str, Any] | None,
-    approved: bool,
-    force: bool,
-    audit_path: Path | None,
-) -> int:
-    from keysync.engine.execution import git_problems, preflight
-    from keysync.errors import KeysyncError
-    from keysync.plandoc import check_saved_actions, check_saved_plan
-    from keysync.render import render_text, target_line
+class _ApplyReview:
+    """Refuses what needs --force, asks for confirmation, then shows progress; from approval on,
+    SIGINT and SIGTERM stop the apply gracefully instead of cutting it short."""
 
-    snapshot = session.snapshot(request)
-    plan = replace(snapshot.plan, warnings=[*session.url_warnings(), *snapshot.plan.warnings])
-    if saved is not None:
-        check_saved_plan(saved, snapshot.world)
-        check_saved_actions(saved, plan)
-    if plan.failures:
-        raise KeysyncError("the plan cannot be applied: " + "; ".join(plan.failures))
-    if not plan.has_changes:
-        for warning in plan.warnings:
-            console.err(f"keysync: warning: {warning}")
-        if session.options.format == "json":
-            from keysync.outcomes import ApplyReport
-            from keysync.report import report_document
+    def __init__(self, session: Session, force: bool, approved: bool, stop: threading.Event) -> None:
+        self._session = session
+        self._force = force
+        self._approved = approved
+        self._stop = stop
+        self._progress: console.Progress | None = None
+        self._signals = ExitStack()
 
-            console.out(json.dumps(report_document(ApplyReport(), plan.applyable), indent=2))
-        else:
-            console.out("No changes. Nothing to apply.")
-        return 0
-    plan.raise_if_unsafe(force)
-    if not approved:
+    def __enter__(self) -> _ApplyReview:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._progress is not None:
+            self._progress.close()
+        self._signals.close()
+
+    def planned(self, snapshot: Snapshot, plan: Plan) -> None:
+        pass
+
+    def choose(self, snapshot: Snapshot, plan: Plan) -> Plan:
+        if not plan.has_changes:
+            return plan
+        plan.raise_if_unsafe(self._force)
+        if not self._approved:
+            self._confirm(snapshot, plan)
+        self._signals.enter_context(_stop_on_signals(self._stop))
+        self._progress = console.Progress(len(plan.actions))
+        return plan
+
+    def finished(self, outcome: Outcome) -> None:
+        from keysync.report import outcome_line
+
+        if self._progress is not None:
+            self._progress.finished(outcome_line(outcome), outcome.ok)
+
+    def _confirm(self, snapshot: Snapshot, plan: Plan) -> None:
+        from keysync.render import render_text, target_line
+
         _require_terminal()
-        color = console.color_enabled_err(session.options.no_color)
-        target = target_line(session.coderd_url, session.url_source)
+        color = console.color_enabled_err(self._session.options.no_color)
+        target = target_line(self._session.coderd_url, self._session.url_source)
         console.err(render_text(plan, snapshot.now, color, target))
         _confirm()
-    preflight(session, plan)
-    forced_git = force and bool(git_problems(session))  # lifted before the lock
-    return _execute(session, plan, audit_path, plan.applyable and not forced_git)
 
 
-def _execute(session: Any, plan: Any, audit_path: Path | None, applyable: bool) -> int:
-    from keysync.engine.execution import execute_plan
-    from keysync.report import outcome_line, render_report, report_document
+def _present(applied: Applied, fmt: str) -> int:
+    from keysync.report import render_report, report_document
 
-    progress = console.Progress(len(plan.actions))
-    stop = threading.Event()
-    with _stop_on_signals(stop):
-        report, audit_error = execute_plan(
-            session, plan, stop, lambda o: progress.finished(outcome_line(o), o.ok), audit_path
-        )
-    progress.close()
-    document = report_document(report, applyable)
-    text = json.dumps(document, indent=2) if session.options.format == "json" else None
-    if not console.out(text or render_report(report)):
+    if not applied.changed_anything:
+        for warning in applied.plan.warnings:
+            console.err(f"keysync: warning: {warning}")
+    report = applied.report
+    document = report_document(report, applied.applyable)
+    if fmt == "json":
+        text = json.dumps(document, indent=2)
+    else:
+        text = render_report(report) if applied.changed_anything else "No changes. Nothing to apply."
+    if not console.out(text) and applied.changed_anything:
         console.err(render_report(report))  # stdout went away: the report goes where it still can
-    if audit_error:
-        console.err(f"keysync: error: {audit_error}; the actions above were done and are kept")
+    if applied.audit_error:
+        console.err(f"keysync: error: {applied.audit_error}; the actions above were done and are kept")
         return 1
     if report.interrupted:
         return EXIT_INTERRUPTED
@@ -195,7 +211,7 @@ def _confirm() -> None:
         raise UsageError("apply cancelled: nothing was changed")
 
 
-def _load_saved(planfile: Path, request: Any) -> dict[str, Any]:
+def _load_saved(planfile: Path, request: PlanRequest) -> SavedPlan:
     from keysync.errors import UsageError
 
     if request.targets or request.replace:
@@ -215,26 +231,20 @@ def _load_saved(planfile: Path, request: Any) -> dict[str, Any]:
         raise UsageError(f"{planfile}: {exc}") from None
 
 
-def _check_saved_context(saved: dict[str, Any], session: Any) -> None:
+def _check_saved_context(saved: SavedPlan, session: Session) -> None:
     """Refuses a plan made for another deployment or API before talking to either."""
     from keysync.errors import StalePlanError
 
-    if saved.get("coderd_url") != session.coderd_url:
+    if saved.coderd_url != session.coderd_url:
         raise StalePlanError(
-            f"the saved plan was made for {saved.get('coderd_url')!r}, not {session.coderd_url!r}; "
+            f"the saved plan was made for {saved.coderd_url!r}, not {session.coderd_url!r}; "
             "nothing was changed"
         )
     wanted = session.options.api or session.loaded.manifest.coderd.api
-    if wanted != "auto" and saved.get("api") != wanted:
+    if wanted != "auto" and saved.api != wanted:
         raise StalePlanError(
-            f"the saved plan was made for API {saved.get('api')!r}, not {wanted!r}; nothing was changed"
+            f"the saved plan was made for API {saved.api!r}, not {wanted!r}; nothing was changed"
         )
-
-
-def _saved_request(saved: dict[str, Any]) -> Any:
-    from keysync.plan import PlanRequest
-
-    return PlanRequest(frozenset(saved.get("targets", [])), frozenset(saved.get("replace", [])))
 
 
 def seconds(text: str | None, option: str = "--lock-timeout") -> float | None:
