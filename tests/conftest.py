@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import forkserver
 import pytest
+from forkserver import ForkServer
 
 from keysync.devserver import DevServer, DevServerConfig
 from keysync.keys import SecretRecord
@@ -58,16 +60,21 @@ class Cli:
     runs: list[Run] = field(default_factory=list)
 
     def __call__(self, *args: str, input: str | None = None, timeout: float = 60) -> Run:
-        done = subprocess.run(
-            [KEYSYNC, *args],
-            cwd=self.cwd,
-            env=self.env,
-            input=input,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-        )
-        run = Run(list(args), done.returncode, done.stdout, done.stderr)
+        server = fork_server(self.env)
+        if server is not None:
+            done = server.run(list(args), self.cwd, self.env, input, timeout)
+            run = Run(list(args), done.code, done.stdout, done.stderr)
+        else:
+            started = subprocess.run(
+                [KEYSYNC, *args],
+                cwd=self.cwd,
+                env=self.env,
+                input=input,
+                capture_output=True,
+                text=True,
+                timeout=timeout,
+            )
+            run = Run(list(args), started.returncode, started.stdout, started.stderr)
         self.runs.append(run)
         CAPTURED.append(run.stdout + run.stderr)
         return run
@@ -79,6 +86,23 @@ class Cli:
 
 
 CAPTURED: list[str] = []
+_FORK_SERVERS: list[ForkServer] = []
+
+
+def fork_server(env: dict[str, str]) -> ForkServer | None:
+    """The worker's fork server (see forkserver.py), started on first use; None when the run is
+    to start the installed command: always, if so asked, and when `env` sets what only a new
+    interpreter reads (PYTHONPATH for a plugin, for one)."""
+    if not forkserver.wanted() or any(name.startswith("PYTHON") for name in env):
+        return None
+    if not _FORK_SERVERS:
+        _FORK_SERVERS.append(ForkServer(KEYSYNC))
+    return _FORK_SERVERS[0]
+
+
+def pytest_sessionfinish() -> None:
+    for server in _FORK_SERVERS:
+        server.close()
 
 
 def base_env() -> dict[str, str]:

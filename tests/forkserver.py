@@ -1,0 +1,211 @@
+"""Runs the installed keysync's console entry point in a forked child of a process that has
+imported keysync once, so that each of the suite's thousand CLI runs costs a fork rather than
+half a second of imports.
+
+Each run is still its own process: its own pid, arguments, environment, working directory,
+stdin, stdout and stderr (passed as file descriptors), signals and exit code; it ends through
+the interpreter's normal exit, flushing its streams and joining its threads. What it does not
+repeat is the import of keysync, which the tests of the entry point (`test_entry.py`), the
+packaging tests and every test that starts `keysync` with `subprocess.Popen` still measure
+on the real command. `KEYSYNC_TEST_EXEC=installed` makes every run start the installed
+command instead; so does measuring coverage.
+
+The server is single-threaded (it forks) and one runs per pytest worker."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import pkgutil
+import random
+import select
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+FDS = 3  # stdin, stdout, stderr
+
+
+@dataclass(frozen=True)
+class Finished:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def wanted() -> bool:
+    if os.environ.get("KEYSYNC_TEST_EXEC") == "installed":
+        return False
+    return not any(name.startswith("COVERAGE_") for name in os.environ)  # coverage follows exec only
+
+
+class ForkServer:
+    """The test side: starts the server and asks it for runs."""
+
+    def __init__(self, keysync: str) -> None:
+        self._keysync = keysync
+        self._directory = tempfile.mkdtemp(prefix="keysync-forkserver-")
+        self._path = os.path.join(self._directory, "socket")
+        env = {k: v for k, v in os.environ.items() if k in ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR")}
+        self._process = subprocess.Popen(
+            [sys.executable, __file__, self._path, keysync],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+        )
+        assert self._process.stdout is not None
+        if self._process.stdout.readline() != b"ready\n":
+            raise RuntimeError("the keysync fork server did not start")
+
+    def close(self) -> None:
+        self._process.terminate()
+        self._process.wait(timeout=10)
+        Path(self._path).unlink(missing_ok=True)
+        os.rmdir(self._directory)
+
+    def run(
+        self, args: list[str], cwd: Path, env: dict[str, str], input: str | None, timeout: float
+    ) -> Finished:
+        stdin_read, stdin_write = os.pipe() if input is not None else (os.dup(0), -1)
+        out_read, out_write = os.pipe()
+        err_read, err_write = os.pipe()
+        request = json.dumps({"args": args, "cwd": str(cwd), "env": env}).encode()
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
+            connection.connect(self._path)
+            socket.send_fds(connection, [request], [stdin_read, out_write, err_write])
+            for fd in (stdin_read, out_write, err_write):
+                os.close(fd)
+            pid = int(_line(connection))
+            stdout, stderr, readers = _collect(out_read, err_read, stdin_write, input)
+            connection.settimeout(timeout)
+            try:
+                code = int(_line(connection))
+            except TimeoutError:
+                os.kill(pid, signal.SIGKILL)
+                raise subprocess.TimeoutExpired([self._keysync, *args], timeout) from None
+            finally:
+                for reader in readers:
+                    reader.join()
+        return Finished(code, b"".join(stdout).decode(), b"".join(stderr).decode())
+
+
+def _line(connection: socket.socket) -> str:
+    data = b""
+    while not data.endswith(b"\n"):
+        chunk = connection.recv(64)
+        if not chunk:
+            raise RuntimeError("the keysync fork server went away")
+        data += chunk
+    return data.decode()
+
+
+def _collect(
+    out: int, err: int, stdin: int, input: str | None
+) -> tuple[list[bytes], list[bytes], list[threading.Thread]]:
+    stdout: list[bytes] = []
+    stderr: list[bytes] = []
+
+    def drain(fd: int, into: list[bytes]) -> None:
+        with open(fd, "rb", buffering=0) as stream:
+            while chunk := stream.read(65536):
+                into.append(chunk)
+
+    def feed() -> None:
+        with open(stdin, "wb") as stream, contextlib.suppress(BrokenPipeError):
+            stream.write((input or "").encode())
+
+    threads = [
+        threading.Thread(target=drain, args=(out, stdout)),
+        threading.Thread(target=drain, args=(err, stderr)),
+    ]
+    if stdin != -1:
+        threads.append(threading.Thread(target=feed))
+    for thread in threads:
+        thread.start()
+    return stdout, stderr, threads
+
+
+# --- the server ------------------------------------------------------------------------------------
+
+
+def _preload() -> None:
+    """Imports what the commands import, as far as importing has no effect of its own."""
+    from keysync.cli.entry import skip_httpx_command_line
+
+    skip_httpx_command_line()  # as the entry point does, before anything imports httpx
+    import keysync
+
+    skipped = ("keysync.__main__", "keysync.moved")
+    for module in pkgutil.walk_packages(keysync.__path__, "keysync."):
+        if not module.name.startswith(skipped):
+            __import__(module.name)
+
+
+def serve(path: str, keysync: str) -> None:
+    _preload()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(path)
+    listener.listen(64)
+    sys.stdout.write("ready\n")
+    sys.stdout.flush()
+    running: dict[int, socket.socket] = {}
+    while True:
+        readable, _, _ = select.select([listener], [], [], 0.005 if running else None)
+        if readable:
+            connection, _ = listener.accept()
+            pid = _start(connection, listener, keysync)
+            connection.sendall(f"{pid}\n".encode())
+            running[pid] = connection
+        _reap(running)
+
+
+def _start(connection: socket.socket, listener: socket.socket, keysync: str) -> int:
+    request, fds, _, _ = socket.recv_fds(connection, 1 << 20, FDS)
+    pid = os.fork()
+    if pid:
+        for fd in fds:
+            os.close(fd)
+        return pid
+    listener.close()
+    connection.close()
+    _become(json.loads(request), fds, keysync)  # never returns
+    raise AssertionError
+
+
+def _become(request: dict[str, Any], fds: list[int], keysync: str) -> None:
+    for target, fd in enumerate(fds):
+        os.dup2(fd, target)
+        os.close(fd)
+    os.chdir(str(request["cwd"]))
+    os.environ.clear()
+    os.environ.update(request["env"])
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    random.seed()  # as a fresh interpreter would, not the server's sequence in every run
+    sys.path[0] = os.path.dirname(keysync)  # a console script's, not this file's directory
+    sys.argv = [keysync, *request["args"]]
+    from keysync.cli.entry import main
+
+    sys.exit(main())  # the interpreter's own exit: streams flushed, threads joined
+
+
+def _reap(running: dict[int, socket.socket]) -> None:
+    for pid in list(running):
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            connection = running.pop(pid)
+            code = os.waitstatus_to_exitcode(status)
+            with contextlib.suppress(OSError):
+                connection.sendall(f"{code}\n".encode())
+            connection.close()
+
+
+if __name__ == "__main__":
+    serve(sys.argv[1], sys.argv[2])
