@@ -8,13 +8,16 @@ import math
 import signal
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 from click.core import ParameterSource
 
 from keysync import __version__
 from keysync.cli import console
+
+if TYPE_CHECKING:
+    from keysync.engine.session import Options
 
 F = TypeVar("F", bound=Callable[..., Any])
 EXIT_INTERRUPTED = 130
@@ -77,12 +80,13 @@ def _a_number(context: click.Context, parameter: click.Parameter, value: float) 
     return value
 
 
-def make_options(kwargs: dict[str, Any], **extra: Any) -> Any:
+def make_options(kwargs: dict[str, Any], manifest: Path | None = None, **extra: Any) -> Options:
+    """The shared options click parsed, less those `kwargs` held; `manifest`: which one of
+    several (validate, plan and status take each in turn)."""
     from keysync.engine.session import Options
 
     manifests = kwargs.pop("manifest")
-    if "manifest" not in extra:  # validate, plan and status pass each of theirs in turn
-        extra["manifest"] = only_manifest(manifests)
+    extra["manifest"] = manifest or only_manifest(manifests)
     names = ("url", "token_file", "api", "ca_cert", "timeout", "no_color", "verbose")
     fields = {name: kwargs.pop(name) for name in names}
     if fields["verbose"]:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from keysync.cli import console
 from keysync.cli.commands import boundary
 from keysync.cli.group import make_options, shared_options
+
+if TYPE_CHECKING:
+    from keysync.cli.commands.several import Section
 
 
 @click.command()
@@ -51,7 +54,7 @@ def validate(more: tuple[Path, ...], **kwargs: Any) -> int:
     return 0
 
 
-def _validate_document(results: list[tuple[Path, dict[str, Any]]]) -> Any:
+def _validate_document(results: list[tuple[Path, dict[str, Any]]]) -> dict[str, Any] | list[dict[str, Any]]:
     """One manifest: an object listing it. Several: a list, one object per manifest, as plan and
     status give them."""
     from keysync.plandoc import FORMAT_VERSION
@@ -100,7 +103,7 @@ def status(**kwargs: Any) -> int:
     return 0
 
 
-def _status_section(kwargs: dict[str, Any], path: Path) -> Any:
+def _status_section(kwargs: dict[str, Any], path: Path) -> Section:
     from keysync.cli.commands.several import Section
     from keysync.engine.session import Session
     from keysync.status import key_rows, render_rows

@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -14,10 +16,17 @@ from keysync.cli import console
 from keysync.cli.commands import boundary
 from keysync.cli.group import make_options, only_manifest, shared_options
 
+if TYPE_CHECKING:
+    from keysync.cli.commands.several import Section
+    from keysync.engine.session import Session, Snapshot
+    from keysync.plan import PlanRequest
+
+F = TypeVar("F", bound=Callable[..., Any])
+
 EXIT_CHANGES = 2
 
 
-def target_options(func: Any) -> Any:
+def target_options(func: F) -> F:
     func = click.option(
         "--replace",
         "replace",
@@ -30,7 +39,7 @@ def target_options(func: Any) -> Any:
     )(func)
 
 
-def plan_request(kwargs: dict[str, Any], force: bool = False) -> Any:
+def plan_request(kwargs: dict[str, Any], force: bool = False) -> PlanRequest:
     from keysync.plan import PlanRequest
 
     targets, replace = kwargs.pop("target"), kwargs.pop("replace")
@@ -50,7 +59,7 @@ def _check_names(option: str, names: tuple[str, ...]) -> None:
             raise UsageError(f"{option} {problem}")
 
 
-def render_plan(snapshot: Any, session: Any, request: Any) -> str:
+def render_plan(snapshot: Snapshot, session: Session, request: PlanRequest) -> str:
     from keysync.plandoc import plan_document
     from keysync.render import render_markdown, render_text, target_line
 
@@ -103,17 +112,19 @@ def plan(out: str | None, detailed_exitcode: bool, **kwargs: Any) -> int:
     return EXIT_CHANGES if detailed_exitcode and snapshot.plan.has_changes else 0
 
 
-def planned(kwargs: dict[str, Any], request: Any, **extra: Any) -> tuple[Any, Any]:
+def planned(
+    kwargs: dict[str, Any], request: PlanRequest, manifest: Path | None = None
+) -> tuple[Session, Snapshot]:
     from keysync.engine.session import Session
 
-    session = Session(make_options(kwargs, **extra))
+    session = Session(make_options(kwargs, manifest=manifest))
     try:
         return session, preflighted(session, session.snapshot(request))
     finally:
         session.close()
 
 
-def plan_several(kwargs: dict[str, Any], request: Any, detailed_exitcode: bool) -> int:
+def plan_several(kwargs: dict[str, Any], request: PlanRequest, detailed_exitcode: bool) -> int:
     from keysync.cli.commands.several import EXIT_FAILED, Section, each, exit_code, write
     from keysync.errors import UsageError
     from keysync.plandoc import plan_document
@@ -121,7 +132,7 @@ def plan_several(kwargs: dict[str, Any], request: Any, detailed_exitcode: bool) 
     if request.targets or request.replace:
         raise UsageError("--target and --replace take exactly one manifest")
 
-    def one(path: Any) -> Section:
+    def one(path: Path) -> Section:
         session, snapshot = planned(dict(kwargs), request, manifest=path)
         for failure in snapshot.plan.failures:
             console.err(f"keysync: error: {path}: {failure}")
@@ -137,7 +148,7 @@ def plan_several(kwargs: dict[str, Any], request: Any, detailed_exitcode: bool) 
     return code if detailed_exitcode or code == EXIT_FAILED else 0
 
 
-def preflighted(session: Any, snapshot: Any) -> Any:
+def preflighted(session: Session, snapshot: Snapshot) -> Snapshot:
     """The plan with what apply would check first: the URL it targets, the git rail (a problem
     that needs --force), and the sink's read-only checks (a failure: plan exits 1)."""
     from keysync.engine.execution import git_problems, readiness_problems
@@ -157,9 +168,7 @@ def preflighted(session: Any, snapshot: Any) -> Any:
     return replace(snapshot, plan=plan)
 
 
-def save_plan(path: str, snapshot: Any, request: Any) -> None:
-    from pathlib import Path
-
+def save_plan(path: str, snapshot: Snapshot, request: PlanRequest) -> None:
     from keysync.plandoc import plan_document
     from keysync.sinks.durable import atomic_write
 

@@ -5,12 +5,18 @@ from __future__ import annotations
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from keysync.cli.commands import boundary
 from keysync.cli.group import EXIT_INTERRUPTED, make_options, shared_options
+
+if TYPE_CHECKING:
+    from keysync.engine.leadership import Leadership
+    from keysync.engine.metrics import WatchMetrics
+    from keysync.engine.session import Options
+    from keysync.engine.watch import EventLog
 
 
 @click.command()
@@ -103,7 +109,9 @@ def watch(
     return EXIT_INTERRUPTED if received and received[0] == signal.SIGINT else 0
 
 
-def _leadership(options: Any, duration: str, log: Any, metrics: Any, audit_log: Path | None) -> Any:
+def _leadership(
+    options: Options, duration: str, log: EventLog, metrics: WatchMetrics | None, audit_log: Path | None
+) -> Leadership:
     from keysync.cli.commands.applying import seconds
     from keysync.engine.leadership import Leadership
     from keysync.engine.session import Session
