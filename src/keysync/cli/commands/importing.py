@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -15,6 +15,9 @@ from keysync.cli.commands.applying import seconds
 from keysync.cli.group import make_options, shared_options
 
 _MAX_SECRET_BYTES = 4096
+
+if TYPE_CHECKING:
+    from keysync.secret import Secret
 
 
 @click.command(name="import", context_settings={"allow_extra_args": True})
@@ -71,7 +74,7 @@ def _refuse_extra_arguments(name: str) -> None:
         )
 
 
-def _read_stdin(name: str) -> Any:
+def _read_stdin(name: str) -> Secret:
     from keysync.errors import UsageError
     from keysync.secret import Secret
 
