@@ -17,7 +17,7 @@ import pytest
 from keysync import __version__
 from keysync.manifest.schema import schema_text
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 DIST_NAME = "coder-keysync"
 PINNED = re.compile(rf"{DIST_NAME}(\[[a-z,]+\])?=={re.escape(__version__)}")
 DOCS = [ROOT / "README.md", *sorted((ROOT / "examples").rglob("*.yaml"))]

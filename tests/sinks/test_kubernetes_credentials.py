@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import trustme
 import yaml
-from test_proxy import Relay, relay
+from relay import Relay, relay
 
 from keysync.errors import SinkError, UsageError
 from keysync.sinks.kubernetes.api import _environment_proxy

@@ -26,7 +26,7 @@ from coderlive import create_out_of_band
 from conftest import KEYSYNC, base_env
 from quietserver import QuietServer
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "action" / "run.py"
 GITHUB_TOKEN = "ghs_FakeActionToken0123456789abcdefABCD"
 REPO = "example/infra"

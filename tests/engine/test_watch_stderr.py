@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from test_watch import DEADLINE, sink_records, until, write_atomically
+from watching import DEADLINE, sink_records, until, write_atomically
 
 from conftest import KEYSYNC, Cli
 

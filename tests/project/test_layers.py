@@ -5,6 +5,9 @@ bounds HTTP exchanges and knows nothing of keysync; `coder/` and `sinks/` are ad
 use the domain and the transport but not each other; `engine/` composes them;
 `cli/` is the outermost ring. `devserver/` stands alone: it emulates Coder and shares no code
 with the client, so that the two cannot agree on a mistake.
+
+The tests keep a rule of their own: no test module imports another; what they share lives in
+helper modules at the tests root, beside conftest.py.
 """
 
 from __future__ import annotations
@@ -14,7 +17,8 @@ from pathlib import Path
 
 import pytest
 
-PACKAGE = Path(__file__).resolve().parents[1] / "src" / "keysync"
+TESTS = Path(__file__).resolve().parents[1]
+PACKAGE = TESTS.parent / "src" / "keysync"
 
 MAY_IMPORT: dict[str, set[str]] = {
     "core": {"core", "manifest"},
@@ -105,3 +109,25 @@ def test_the_guard_sees_a_crossing(tmp_path: Path) -> None:
     imported = imported_modules(source)
     assert imported == {"keysync.engine.session", "keysync.plan"}
     assert [m for m in imported if layer_of(m) not in MAY_IMPORT["sinks"]] == ["keysync.engine.session"]
+
+
+def imported_test_modules(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            found.add(node.module)
+    return {name for name in found if name.split(".")[0].startswith("test_")}
+
+
+def test_no_test_module_imports_another(tmp_path: Path) -> None:
+    # What tests share lives in helper modules at the tests root, beside conftest.py.
+    modules = sorted(TESTS.rglob("test_*.py"))
+    assert len(modules) > 50, "the guard sees the test modules in every folder"
+    wrong = {str(path.relative_to(TESTS)): imported_test_modules(path) for path in modules}
+    assert {path: names for path, names in wrong.items() if names} == {}
+    # The rule itself, applied to a made-up test module that imports another.
+    source = tmp_path / "test_bad.py"
+    source.write_text("import test_plan\nfrom test_watch import watches\nfrom watching import Watch\n")
+    assert imported_test_modules(source) == {"test_plan", "test_watch"}

@@ -13,7 +13,8 @@ from functools import partial
 from pathlib import Path
 
 import pytest
-from test_watch import Watch, Watches, watches
+from leaders import healthy, leading, the_leader
+from watching import Watch, Watches, watches
 
 from keysync.devserver import DevServer
 from keysync.engine.leadership import Leadership
@@ -37,26 +38,9 @@ def kube(cli: Cli, emu: KubeEmu, tmp_path: Path) -> Cli:
     return cli
 
 
-def healthy(watch: Watch) -> bool:
-    return watch.healthz() == 200
-
-
-def leading(watch: Watch) -> bool:
-    states = [e["state"] for e in watch.events("leadership") if e["state"] in ("leader", "standby")]
-    return bool(states) and states[-1] == "leader"
-
-
 def replicas(kube: Cli, watches: Watches, count: int, audit: Path | None = None) -> list[Watch]:
     extra = ("--audit-log", str(audit)) if audit else ()
     return [watches.start(kube.cwd, kube.env, *FLAGS, *extra) for _ in range(count)]
-
-
-def the_leader(group: list[Watch]) -> Watch:
-    def found() -> Watch | None:
-        leaders = [w for w in group if w.process.poll() is None and leading(w)]
-        return leaders[0] if len(leaders) == 1 else None
-
-    return group[0].until(found, "exactly one leader")
 
 
 def test_of_three_replicas_exactly_one_reconciles(

@@ -7,56 +7,20 @@ never receives a request, so no token reaches it, from plan or from apply.
 from __future__ import annotations
 
 import json
-import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
+from attackers import Attacker, hostport, one_error_line, prefix, vault_entries, vault_manifest
 
 from keysync.devserver import DevServer
 from keysync.errors import HostNotAllowedError, UsageError
 from keysync.hosts import env_endpoint, require_allowed
 
 from baoserver import Bao, bao_fixture
-from conftest import Cli, Run
-from quietserver import QuietServer, Seen
+from conftest import Cli
 
-__all__ = ["bao_fixture"]  # a fixture: pytest finds it here
-
-
-class _Recorder(BaseHTTPRequestHandler):
-    """Records every request and answers like a Vault that grants everything."""
-
-    server: Attacker
-
-    def _record(self) -> None:
-        self.server.seen.append(Seen(self.command, self.path, dict(self.headers)))
-        body = b'{"data": {"keys": []}}'
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-
-    do_GET = do_POST = do_PUT = do_DELETE = do_LIST = _record
-
-    def log_message(self, format: str, *args: object) -> None:
-        pass
-
-
-class Attacker(QuietServer):
-    def __init__(self) -> None:
-        super().__init__(("127.0.0.1", 0), _Recorder)
-        self.seen: list[Seen] = []
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.server_address[1]}"
-
-    @property
-    def hostport(self) -> str:
-        return f"127.0.0.1:{self.server_address[1]}"
+__all__ = ["bao_fixture", "prefix"]  # fixtures: pytest finds them here
 
 
 @pytest.fixture
@@ -65,38 +29,6 @@ def attacker() -> Iterator[Attacker]:
     server.serve_in_background()
     yield server
     server.stop()
-
-
-@pytest.fixture
-def prefix() -> str:
-    return f"u{uuid.uuid4().hex[:10]}"
-
-
-def vault_manifest(prefix: str, address: str | None = None, auth: str = "") -> str:
-    lines = ["version: 1", "sink:", "  type: vault", f"  path: {prefix}/{{name}}"]
-    if address:
-        lines.append(f"  address: {address}")
-    if auth:
-        lines.append(auth)
-    return "\n".join([*lines, "keys: [alpha, beta]", ""])
-
-
-def hostport(url: str) -> str:
-    return url.split("://", 1)[1].rstrip("/")
-
-
-def one_error_line(run: Run) -> str:
-    assert run.code == 1, run
-    lines = [line for line in run.stderr.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("keysync: error: "), run
-    assert "Traceback" not in run.stderr and "internal error" not in run.stderr, run
-    return lines[0]
-
-
-def vault_entries(bao: Bao, prefix: str) -> list[str]:
-    response = bao.api("LIST", f"secret/metadata/{prefix}")
-    listed = response.json()["data"]["keys"] if response.status_code == 200 else []
-    return sorted(name for name in listed if not name.startswith("."))  # not the sink's lock
 
 
 # --- the environment's endpoint wins, and plan says so ----------------------------------------------

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import keysync.sinks.base as api
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+README = Path(__file__).resolve().parents[2] / "README.md"
 PUBLIC = {
     "LockHeldError",
     "Secret",

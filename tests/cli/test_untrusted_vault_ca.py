@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from test_untrusted import Attacker, one_error_line, prefix, vault_entries, vault_manifest
+from attackers import Attacker, one_error_line, prefix, vault_entries, vault_manifest
 
 from baoserver import Bao, bao_fixture
 from conftest import Cli

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_untrusted import hostport, one_error_line
+from attackers import hostport, one_error_line
 
 from keysync.devserver import DevServer
 

@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import pty
 import re
 import stat
-import subprocess
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -21,11 +18,12 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from terminal import run_on_a_terminal
 
 from keysync.devserver import DevServer, DevServerConfig
 
 from coderlive import IN, TLS, create_out_of_band, gateway_status, live_keys
-from conftest import CAPTURED, KEYSYNC, OWNER_TOKEN, Cli, Run
+from conftest import OWNER_TOKEN, Cli
 
 COLLECTIONS = {
     "coderd-keys": "/api/v2/aibridge/coderd-keys",
@@ -347,33 +345,6 @@ def test_url_flag_beats_env_which_beats_the_manifest(cli: Cli, dev_server: DevSe
 
 
 # Confirmation on a terminal
-
-
-def run_on_a_terminal(cli: Cli, answer: str, *args: str) -> Run:
-    """Runs keysync with a pseudo-terminal as stdin (stdout and stderr stay pipes) and answers."""
-    controller, terminal = pty.openpty()
-    try:
-        process = subprocess.Popen(
-            [KEYSYNC, *args],
-            cwd=cli.cwd,
-            env=cli.env,
-            stdin=terminal,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        os.close(terminal)
-        terminal = -1
-        os.write(controller, answer.encode())
-        stdout, stderr = process.communicate(timeout=60)
-    finally:
-        os.close(controller)
-        if terminal != -1:
-            os.close(terminal)
-    run = Run(list(args), process.returncode, stdout, stderr)
-    cli.runs.append(run)
-    CAPTURED.append(stdout + stderr)
-    return run
 
 
 def test_apply_on_a_terminal_asks_and_only_yes_applies(cli: Cli, dev_server: DevServer) -> None:

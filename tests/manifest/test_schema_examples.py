@@ -16,7 +16,7 @@ from keysync.manifest.schema import manifest_schema, schema_text
 
 from conftest import KEYSYNC
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 MANIFESTS = sorted(
     p for p in EXAMPLES.rglob("*.yaml") if "version: 1" in p.read_text() and "kind:" not in p.read_text()
@@ -84,7 +84,7 @@ def test_workflow_calls_commands_and_flags_that_exist(path: Path) -> None:
     if path.suffix != ".service":
         list(yaml.safe_load_all(path.read_text()))
     invocations = _keysync_invocations(path.read_text())
-    uses_the_action = "uses: keysync/keysync@" in path.read_text()  # its inputs: tests/test_action.py
+    uses_the_action = "uses: keysync/keysync@" in path.read_text()  # its inputs: tests/action/test_action.py
     assert invocations or uses_the_action, f"{path} runs no keysync command"
     for command, *flags in invocations:
         done = subprocess.run([KEYSYNC, command, "--help"], capture_output=True, text=True)

@@ -525,7 +525,7 @@ def test_uuid_parsing_follows_google_uuid() -> None:
         parse_uuid(canonical.replace("-", "+"))
 
 
-# Rate limits (the sliding window's arithmetic is in test_devserver_ratelimit.py)
+# Rate limits (the sliding window's arithmetic is in test_ratelimit.py)
 
 LONG_WINDOW = 3600.0  # so long that a window turning over mid-test changes nothing the tests see
 
@@ -781,7 +781,7 @@ def test_64_concurrent_clients_are_all_answered(connect: Callable[..., Api]) -> 
 
 
 def _spawn(code: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parent.parent / "src")}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[2] / "src")}
     return subprocess.Popen(
         [sys.executable, "-c", code],
         stdout=subprocess.PIPE,

@@ -9,10 +9,9 @@ import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from test_sink_vault import READ_ONLY, assert_nothing_leaked, manifest, prefix, vault_cli
+from vaultfixtures import READ_ONLY, assert_nothing_leaked, lock_entry, manifest, prefix, vault_cli
 
 from keysync.devserver import DevServer
 from keysync.errors import LockHeldError
@@ -36,11 +35,6 @@ def holder(bao: Bao, prefix: str, dev_server: DevServer, tmp_path: Path) -> Iter
     sink = VaultSink(config, SinkContext(tmp_path, dev_server.url, env, timeout=5))
     yield sink
     sink.close()
-
-
-def lock_entry(bao: Bao, prefix: str) -> dict[str, Any]:
-    entry: dict[str, Any] = bao.ok("GET", f"secret/data/{prefix}/.keysync-lock")["data"]["data"]
-    return entry
 
 
 # --- plan is the preflight ----------------------------------------------------------------------

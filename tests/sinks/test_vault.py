@@ -16,6 +16,7 @@ import httpx
 import pytest
 import trustme
 from pydantic import ValidationError
+from vaultfixtures import READ_ONLY, assert_nothing_leaked, manifest, prefix, vault_cli
 
 from keysync.devserver import DevServer
 from keysync.errors import SinkError
@@ -28,24 +29,14 @@ from baoserver import Bao, bao_fixture, free_port
 from coderlive import live_keys
 from conftest import Cli, random_record
 
-__all__ = ["bao_fixture"]  # a fixture: pytest finds it here
+__all__ = ["bao_fixture", "prefix", "vault_cli"]  # fixtures: pytest finds them here
 
 URL = "http://127.0.0.1:7080"
 Make = Callable[..., VaultSink]
-READ_ONLY = """
-path "secret/data/*" { capabilities = ["read"] }
-path "secret/metadata/*" { capabilities = ["read", "list"] }
-"""
 WRITER = """
 path "secret/data/*" { capabilities = ["create", "update", "read"] }
 path "secret/metadata/*" { capabilities = ["read", "list", "update", "delete"] }
 """
-
-
-@pytest.fixture
-def prefix() -> str:
-    """A directory of its own for each test: the server is shared by the session."""
-    return f"t{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture
@@ -417,26 +408,10 @@ def test_the_token_is_never_shown(bao: Bao, make: Make) -> None:
 # --- end to end --------------------------------------------------------------------------------------
 
 
-def manifest(prefix: str, keys: list[str]) -> str:
-    return f"version: 1\nsink:\n  type: vault\n  path: {prefix}/{{name}}\nkeys: {json.dumps(keys)}\n"
-
-
-@pytest.fixture
-def vault_cli(cli: Cli, bao: Bao) -> Cli:
-    cli.env.update(VAULT_ADDR=bao.address, VAULT_TOKEN=bao.root_token)
-    return cli
-
-
 def plan_actions(cli: Cli) -> list[tuple[str, str, str]]:
     run = cli("plan", "--format", "json")
     assert run.code == 0, run
     return [(a["action"], a["name"], a["reason"]) for a in json.loads(run.stdout)["actions"]]
-
-
-def assert_nothing_leaked(cli: Cli, bao: Bao, *tokens: str) -> None:
-    for run in cli.runs:
-        for token in (bao.root_token, *tokens):
-            assert token not in run.stdout + run.stderr, run
 
 
 def test_apply_delivers_every_secret_and_then_has_nothing_to_do(

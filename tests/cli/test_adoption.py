@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 import yaml
-from test_e2e_core import run_on_a_terminal
+from terminal import run_on_a_terminal
 
 from keysync.adoption import export_document, export_yaml, imported_record, is_key_shaped
 from keysync.devserver import DevServer, DevServerConfig
@@ -330,7 +330,7 @@ def test_plan_warns_when_coder_url_overrides_the_manifest(cli: Cli, dev_server: 
 
 def readme_blocks(heading: str) -> list[str]:
     """The sh blocks of one README section, in order."""
-    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     section = text.split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
     return [block.split("\n```", 1)[0] for block in section.split("```sh\n")[1:]]
 

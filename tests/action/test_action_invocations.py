@@ -23,7 +23,7 @@ from keysync.cli.group import cli
 
 from conftest import base_env
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = [*sorted((ROOT / "examples" / "ci").glob("*.yaml")), ROOT / "action.yml"]
 SHELL_KEYS = ("run", "script", "before_script", "after_script")  # GitHub steps, GitLab jobs
 OPERATORS = set("();<>|&")

@@ -21,10 +21,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
-from test_sink_kubernetes_leader import healthy, leading, the_leader
-from test_sink_vault import manifest, prefix, vault_cli
-from test_vault_lock import lock_entry
-from test_watch import Watch, Watches, watches
+from leaders import healthy, leading, the_leader
+from vaultfixtures import lock_entry, manifest, prefix, vault_cli
+from watching import Watch, Watches, watches
 
 from keysync.devserver import DevServer
 from keysync.engine.leadership import Leadership

@@ -1,10 +1,11 @@
 """No secret and no session token ever appears in keysync's output or plan files.
 
-Named to run last in its pytest-xdist worker. Since xdist spreads modules over workers, this
-module does not rely on the others: it runs a full scenario of its own, collects every output
-and plan file, reads the secrets back from the sink, and checks that none of them leaked. Its
-last test then sweeps everything this worker captured (conftest.CAPTURED) for the owner token,
-for every secret found in this worker's temporary files, and for anything shaped like a secret.
+Runs last in its pytest-xdist worker: conftest's pytest_collection_modifyitems moves this module
+to the end of the collection. Since xdist spreads modules over workers, this module does not rely
+on the others: it runs a full scenario of its own, collects every output and plan file, reads the
+secrets back from the sink, and checks that none of them leaked. Its last test then sweeps
+everything this worker captured (conftest.CAPTURED) for the owner token, for every secret found in
+this worker's temporary files, and for anything shaped like a secret.
 """
 
 from __future__ import annotations
