@@ -11,7 +11,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-GuardCode = Literal["max-deletes", "all-managed", "empty-keys", "in-use", "git-rail"]
+GuardCode = Literal["max-deletes", "all-managed", "empty-keys", "in-use", "git-rail", "foreign-secret"]
 
 
 @dataclass(frozen=True)

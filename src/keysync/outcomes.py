@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from keysync.keys import LiveKey
-from keysync.plan import Action
+from keysync.plan import ACTION_KINDS, Action
 
 
 @dataclass(frozen=True)
@@ -46,8 +46,8 @@ class ApplyReport:
         return not self.failed and not self.not_started and not self.cleanup_errors
 
     def counts(self) -> dict[str, int]:
-        counts = {"create": 0, "delete": 0, "replace": 0}
+        counts = dict.fromkeys(ACTION_KINDS, 0)
         for outcome in self.outcomes:
             if outcome.ok:
-                counts[outcome.action.action] = counts.get(outcome.action.action, 0) + 1
+                counts[outcome.action.action] += 1
         return {**counts, "failed": len(self.failed)}

@@ -32,6 +32,7 @@ Reason = Literal[
 ]
 NEEDS_FORCE = "needs --force: "  # how a warning names a guard that only --force lifts
 _ORDER = {"retire": 0, "delete": 1, "replace": 2, "rotate": 3, "create": 4}
+ACTION_KINDS = ("create", "delete", "replace", "rotate", "retire")  # as summaries list them
 
 
 @dataclass(frozen=True)
@@ -124,9 +125,10 @@ class Plan:
         return not self.failures and not self.needs_force
 
     def summary(self) -> dict[str, int]:
-        counts = {"create": 0, "delete": 0, "replace": 0}
+        """How many actions of each kind, every kind listed (zeros included)."""
+        counts = dict.fromkeys(ACTION_KINDS, 0)
         for action in self.actions:
-            counts[action.action] = counts.get(action.action, 0) + 1
+            counts[action.action] += 1
         return counts
 
     def raise_if_unsafe(self, force: bool) -> None:

@@ -34,7 +34,8 @@ def outcome_line(outcome: Outcome) -> str:
 
 def summary_line(report: ApplyReport) -> str:
     counts = report.counts()
-    done = ", ".join(f"{counts[kind]} {_PAST[kind]}" for kind in _PAST if kind in counts)
+    shown = [kind for kind in _PAST if kind in ("create", "delete", "replace") or counts.get(kind)]
+    done = ", ".join(f"{counts[kind]} {_PAST[kind]}" for kind in shown)
     done += f", {counts['failed']} failed"
     if report.interrupted:
         return f"Apply interrupted: {done}, {len(report.not_started)} not started."

@@ -501,7 +501,7 @@ def test_plan_json_has_every_documented_field(cli: Cli, dev_server: DevServer) -
     assert plan["manifest_sha256"] == hashlib.sha256(manifest.read_bytes()).hexdigest()
     assert SHA256_HEX.match(plan["live_fingerprint"])
     assert SHA256_HEX.match(plan["sink_fingerprint"])
-    assert plan["summary"] == {"create": 1, "delete": 1, "replace": 1}
+    assert plan["summary"] == {"create": 1, "delete": 1, "replace": 1, "rotate": 0, "retire": 0}
     assert isinstance(plan["warnings"], list)
     actions = {action["name"]: action for action in plan["actions"]}
     assert actions["alpha"] == {
@@ -545,7 +545,7 @@ def test_plan_json_with_no_changes(cli: Cli) -> None:
     assert run.code == 0, run
     plan = json.loads(run.stdout)
     assert plan["actions"] == []
-    assert plan["summary"] == {"create": 0, "delete": 0, "replace": 0}
+    assert plan["summary"] == {"create": 0, "delete": 0, "replace": 0, "rotate": 0, "retire": 0}
 
 
 def test_detailed_exitcode_is_2_with_changes_and_0_without(cli: Cli) -> None:

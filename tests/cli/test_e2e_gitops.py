@@ -83,7 +83,7 @@ def test_a_saved_plan_is_applied_without_a_question_and_only_once(cli: Cli, dev_
     assert live_keys(dev_server) == {}
     document = json.loads((cli.cwd / "plan.json").read_text())
     assert document["format_version"] == 1
-    assert document["summary"] == {"create": 2, "delete": 0, "replace": 0}
+    assert document["summary"] == {"create": 2, "delete": 0, "replace": 0, "rotate": 0, "retire": 0}
 
     run = cli("apply", "plan.json", input="")
 

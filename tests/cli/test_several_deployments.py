@@ -187,3 +187,12 @@ def test_each_listed_plan_says_whether_it_is_applyable_and_a_failed_one_is_versi
     prod, staging = json.loads(repo("plan", *BOTH, "--format", "json").stdout)
     assert prod["format_version"] == 1 and prod["applyable"] is True
     assert set(staging) == {"manifest", "format_version", "error"}
+
+
+def test_an_invalid_manifest_among_several_is_named_once_in_its_error_line(repo: Cli) -> None:
+    (repo.cwd / STAGING).write_text("version: 1\nkeys:\n  - name: Not_A_Name\n")
+    run = repo("plan", *BOTH)
+    assert run.code == 1, run
+    (line,) = [line for line in run.stderr.splitlines() if "keys[0].name" in line]
+    assert line.startswith(f"keysync: error: {STAGING}:3: keys[0].name: "), line
+    assert line.count(STAGING) == 1

@@ -743,6 +743,8 @@ def test_a_create_answered_500_is_an_unknown_outcome_sent_once(
     with pytest.raises(e.OutcomeUnknownError) as caught:
         connect(served.url, api="ai-gateway-keys", sleep=sleeps).create_key("alpha")
     assert caught.value.status == 500
+    said = str(caught.value)  # Coder's own words, said once
+    assert said == "coderd answered 500: POST /api/v2/ai-gateway/keys: Failed to create key. Please retry."
     assert served.requests() == ["POST /api/v2/ai-gateway/keys 500"]
     assert sleeps == []
 

@@ -95,7 +95,7 @@ def test_missing_key_is_created() -> None:
     plan = plan_for(manifest(["alpha"]), [])
     assert actions(plan) == {("create", "alpha", "missing")}
     assert plan.actions[0].live is None
-    assert plan.summary() == {"create": 1, "delete": 0, "replace": 0}
+    assert plan.summary() == {"create": 1, "delete": 0, "replace": 0, "rotate": 0, "retire": 0}
 
 
 def test_live_key_not_in_manifest_is_deleted() -> None:
@@ -374,7 +374,7 @@ def test_max_deletes_counts_deletes_and_replaces() -> None:
     sink = holding(keys[0], keys[1])  # gamma lacks its secret: replace
     m = manifest(["alpha", "gamma"], max_deletes=2)
     plan = plan_for(m, keys, sink, replace=["alpha"])
-    assert plan.summary() == {"create": 0, "delete": 2, "replace": 2}
+    assert plan.summary() == {"create": 0, "delete": 2, "replace": 2, "rotate": 0, "retire": 0}
     assert any("max_deletes" in reason for reason in plan.needs_force), plan.needs_force
     with pytest.raises(UnsafePlanError):
         plan.raise_if_unsafe(force=False)

@@ -126,7 +126,7 @@ def test_plan_json_has_exactly_the_contract_fields() -> None:
     assert document["manifest_sha256"] == MANIFEST_SHA
     assert document["live_fingerprint"] == w.live_fingerprint
     assert document["sink_fingerprint"] == w.sink_fingerprint
-    assert document["summary"] == {"create": 1, "delete": 1, "replace": 1}
+    assert document["summary"] == {"create": 1, "delete": 1, "replace": 1, "rotate": 0, "retire": 0}
     assert isinstance(document["warnings"], list)
     assert all(isinstance(w, str) for w in document["warnings"])
 

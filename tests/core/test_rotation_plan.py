@@ -191,6 +191,7 @@ def test_rotation_due_rotates_to_the_next_generation_and_keeps_the_old_key() -> 
     assert rotate.live is None and not rotate.destroys  # the old key keeps working
     assert rotate.creates and rotate.live_name == "gw-r2"
     assert plan.needs_force == []
+    assert plan.summary() == {"create": 0, "delete": 0, "replace": 0, "rotate": 1, "retire": 0}
 
 
 def test_the_next_generation_follows_the_newest_live_one() -> None:

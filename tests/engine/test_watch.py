@@ -27,6 +27,7 @@ import httpx
 import pytest
 from watching import DEADLINE, Metrics, Watches, sink_records, watches, write_atomically
 
+import keysync
 from keysync.devserver import DevServer, DevServerConfig
 from keysync.engine.session import Session
 from keysync.engine.watch import EventLog, Watcher, WatchSettings
@@ -113,9 +114,11 @@ def test_watch_apply_heals_a_key_deleted_out_of_band(
             assert {k: event["applied"][k] for k in event["pending"]} == event["pending"], event
     heal = [e for e in watch.events("action") if e["id"] == new_key["id"]]
     assert len(heal) == 1
+    assert {e["keysync_version"] for e in watch.events()} == {keysync.__version__}  # every line
     assert heal[0] | {"time": ""} == {
         "time": "",
         "event": "action",
+        "keysync_version": keysync.__version__,
         "action": "create",
         "name": "gateway-us-east",
         "reason": "missing",
@@ -193,7 +196,10 @@ def test_watch_without_apply_reports_drift_and_changes_nothing(
     assert watch.healthz() == 200
     assert live_keys(dev_server.url) == before
     assert watch.events("action") == []
-    assert all(e["pending"] == {"create": 1, "delete": 1, "replace": 1} for e in watch.events("round"))
+    assert all(
+        e["pending"] == {"create": 1, "delete": 1, "replace": 1, "rotate": 0, "retire": 0}
+        for e in watch.events("round")
+    )
     assert metrics.get("keysync_rounds_total", result="failure") in (None, 0)
 
     assert watch.stop(signal.SIGINT) == 130

@@ -190,6 +190,25 @@ def test_another_deployments_secret_is_refused_even_with_force(emu: KubeEmu, mak
     assert emu.secret(NS, "alpha") is not None
 
 
+def test_review_plan_holds_a_foreign_secret_back_and_fails_another_deployments(
+    emu: KubeEmu, make: Make
+) -> None:
+    emu.put_secret(NS, "alpha", {"key": "hand-made"})
+    other = "https://other.example.com"
+    make(url=other).store(record("beta", other))
+    plan = Plan([Action("create", "alpha", "missing"), Action("create", "beta", "missing")])
+
+    reviewed = make().review_plan(plan)
+    assert [(g.code, g.names) for g in reviewed.guards] == [("foreign-secret", ("alpha",))]
+    assert not reviewed.applyable and reviewed.needs_force  # plan's gate sees what apply would refuse
+    (failure,) = reviewed.failures  # nothing lifts it: plan exits 1 before a reviewed plan fails
+    assert "holds the key 'beta' of coderd 'https://other.example.com'" in failure
+
+    adopting = make(force=True).review_plan(plan)
+    assert adopting.guards == [] and len(adopting.failures) == 1
+    assert any(w.endswith("(adopted: --force)") for w in adopting.warnings)
+
+
 def test_review_plan_warns_of_a_foreign_secret_and_the_rollouts(emu: KubeEmu, make: Make) -> None:
     emu.put_secret(NS, "alpha", {"key": "hand-made"})
     emu.workload(NS, "gw-alpha")

@@ -75,11 +75,14 @@ def test_a_secret_keysync_did_not_write_is_refused_until_forced(
 
     plan = kube("plan")
     assert plan.code == 0, plan
-    assert f"Secret {NS}/alpha exists and keysync did not write it" in plan.stdout
+    assert f"needs --force: Secret {NS}/alpha exists and keysync did not write it" in plan.stdout
+    document = json.loads(kube("plan", "--format", "json").stdout)
+    assert document["applyable"] is False  # a pipeline's gate sees it before the merge
+    assert [(g["code"], g["names"]) for g in document["needs_force"]] == [("foreign-secret", ["alpha"])]
     refused = kube("apply", "--auto-approve")
     assert refused.code == 1, refused
     assert "--force adopts it" in refused.stdout + refused.stderr
-    assert sorted(live_keys(dev_server)) == ["beta"]  # alpha refused before Coder made a key for it
+    assert live_keys(dev_server) == {}  # refused as a whole, as every guard refuses, before any key
     assert emu.secret_value(NS, "alpha") == "made-by-hand"
 
     forced = kube("apply", "--auto-approve", "--force")

@@ -62,7 +62,7 @@ def write_root_help() -> None:
 
     lines = "".join(f"    {json.dumps(line)}\n" for line in render_root_help().splitlines(keepends=True))
     path = Path(__file__).with_name("roothelp.py")
-    doc = '"""The text of `keysync --help`, kept in step with click by tests/test_entry.py."""'
+    doc = '"""The text of `keysync --help`, kept in step with click by tests/cli/test_entry.py."""'
     path.write_text(f"{doc}\n\nROOT_HELP = (\n{lines})\n")
 
 

@@ -1,4 +1,4 @@
-"""The text of `keysync --help`, kept in step with click by tests/test_entry.py."""
+"""The text of `keysync --help`, kept in step with click by tests/cli/test_entry.py."""
 
 ROOT_HELP = (
     "Usage: keysync [OPTIONS] COMMAND [ARGS]...\n"

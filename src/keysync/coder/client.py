@@ -233,7 +233,13 @@ class CoderClient:
                     self._hold_off(path, response, limited)
                     continue
                 if status in UNKNOWN_OUTCOME_STATUS and not idempotent:
-                    raise e.OutcomeUnknownError(f"{method} {path}: coderd answered {status}", status=status)
+                    said = _error(response, body, method, path, self._settings.token)
+                    raise e.OutcomeUnknownError(
+                        f"{method} {path}: {said.message}",
+                        status=status,
+                        detail=said.detail,
+                        validations=said.validations,
+                    )
                 if status not in UNKNOWN_OUTCOME_STATUS:
                     return response, body
                 failure = _error(response, body, method, path, self._settings.token)

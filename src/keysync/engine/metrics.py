@@ -9,9 +9,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from keysync.errors import UsageError
+from keysync.plan import ACTION_KINDS
 
 KEY_STATES = ("in_sync", "missing", "secret_missing", "secret_stale", "rotation_due", "waiting")
-ACTIONS = ("create", "delete", "replace", "rotate", "retire")
 _STATE_OF_REASON = {
     "missing": "missing",
     "secret-missing": "secret_missing",
@@ -62,7 +62,7 @@ class WatchMetrics:
         )
 
     def observe_plan(self, desired: int, reasons: Iterable[tuple[str, str]], waiting: int = 0) -> None:
-        counts = dict.fromkeys(ACTIONS, 0)
+        counts = dict.fromkeys(ACTION_KINDS, 0)
         states = dict.fromkeys(KEY_STATES, 0)
         states["waiting"] = waiting
         for action, reason in reasons:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
+from keysync import __version__
 from keysync.engine.metrics import WatchMetrics
 from keysync.engine.session import Session, Snapshot
 from keysync.errors import KeysyncError
@@ -56,7 +57,7 @@ class EventLog:
     def emit(self, event: str, **fields: Any) -> None:
         now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
         if self._fmt == "json":
-            line = json.dumps({"time": now, "event": event, **fields}, sort_keys=False)
+            line = json.dumps({"time": now, "event": event, "keysync_version": __version__, **fields})
         else:
             line = f"{now} {event} " + " ".join(f"{k}={v}" for k, v in fields.items())
         with self._lock:

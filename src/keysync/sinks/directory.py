@@ -16,10 +16,12 @@ from keysync.names import name_problem
 from keysync.plan import Action
 from keysync.sinks.base import SinkContext
 from keysync.sinks.durable import (
+    MAX_SECRET_FILE_BYTES,
     atomic_write,
     check_directory_ready,
     ensure_directory,
     probe_writable,
+    read_local_text,
     record_size,
     size_of,
 )
@@ -166,12 +168,8 @@ class DirectorySink:
             self._meta, self._lines = None, None
 
     def _read_secret(self, name: str) -> str | None:
-        try:
-            return self._file(name).read_text(encoding="utf-8").strip() or None
-        except FileNotFoundError:
-            return None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SinkError(f"cannot read {self.path / name}: {exc}") from None
+        text = read_local_text(self._file(name), "the secret file", MAX_SECRET_FILE_BYTES)
+        return (text or "").strip() or None
 
     def _load(self) -> dict[str, dict[str, str]]:
         with self._guard:
@@ -181,12 +179,13 @@ class DirectorySink:
 
     def _parse_sidecar(self) -> dict[str, dict[str, str]]:
         sidecar = self.path / SIDECAR
-        try:
-            document = json.loads(sidecar.read_text(encoding="utf-8"))
-            url, keys = document["coderd_url"], dict(document["keys"])
-        except FileNotFoundError:
+        text = read_local_text(sidecar, "the sidecar")
+        if text is None:
             return {}
-        except (OSError, ValueError, KeyError, TypeError):
+        try:
+            document = json.loads(text)
+            url, keys = document["coderd_url"], dict(document["keys"])
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise SinkError(f"{sidecar} is not a keysync sidecar; move it aside or fix it") from None
         if url != self._url:
             raise SinkError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,6 +17,33 @@ _counter = iter(range(1 << 62))
 # Files keysync creates beside a sink: never through a planted symlink, never an existing file.
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 _IOV_MAX = 1024  # POSIX's floor for the pieces one writev may take
+
+
+MAX_DOCUMENT_BYTES = 64 << 20  # a sink document of 100,000 keys is about 30 MiB
+MAX_SECRET_FILE_BYTES = 64 << 10
+
+
+def read_local_text(path: Path, what: str, limit: int = MAX_DOCUMENT_BYTES) -> str | None:
+    """The text of a regular file keysync reads back (None when there is none); a device, a
+    FIFO, a directory, a file over `limit` or one that is not UTF-8 is a SinkError naming `what`
+    (`path` comes from the manifest, which a pull request may change)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)  # a FIFO must not block
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise SinkError(f"cannot read {what} {path}: {exc.strerror or exc}") from None
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise SinkError(f"cannot read {what} {path}: not a regular file")
+    with os.fdopen(fd, "rb") as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise SinkError(f"cannot read {what} {path}: larger than {limit >> 10} KiB")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SinkError(f"cannot read {what} {path}: not UTF-8 text") from None
 
 
 def ensure_directory(path: Path) -> None:

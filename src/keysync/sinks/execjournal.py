@@ -15,7 +15,7 @@ from pathlib import Path
 
 from keysync.errors import SinkError
 from keysync.keys import SecretRecord
-from keysync.sinks.durable import atomic_write, ensure_directory
+from keysync.sinks.durable import atomic_write, ensure_directory, read_local_text
 from keysync.sinks.groupcommit import GroupCommit
 
 JOURNAL = ".keysync-exec-journal.json"
@@ -80,18 +80,15 @@ class DeliveryJournal:
             return self._document.setdefault(self._url, {})
 
     def _parse(self) -> dict[str, Entries]:
-        try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
+        text = read_local_text(self.path, "the exec sink journal")
+        if text is None:
             return {}
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SinkError(f"cannot read the exec sink journal {self.path}: {exc}") from None
         try:
             document = json.loads(text)
             if document.get("version") != 1:
                 raise ValueError("version")
             return {str(url): _entries(keys) for url, keys in document["deployments"].items()}
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise SinkError(
                 f"{self.path} is not a keysync exec sink journal; move it aside or fix it"
             ) from None

@@ -20,6 +20,7 @@ from keysync.sinks.durable import (
     check_directory_ready,
     ensure_directory,
     probe_writable,
+    read_local_text,
     record_size,
     size_of,
 )
@@ -94,12 +95,7 @@ class FileSink:
             return self._records
 
     def _read_text(self) -> str | None:
-        try:
-            return self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SinkError(f"cannot read sink file {self.path}: {exc}") from None
+        return read_local_text(self.path, "sink file")
 
     def _parse(self, text: str | None) -> dict[str, SecretRecord]:
         if text is None or not text.strip():
@@ -109,7 +105,7 @@ class FileSink:
                 url, records = _parse_env(text, self._config.prefix)
             else:
                 url, records = _parse_json(text)
-        except (ValueError, KeyError, TypeError, AttributeError):
+        except (ValueError, KeyError, TypeError, AttributeError, RecursionError):
             raise SinkError(
                 f"sink file {self.path} is not a keysync {self._config.format} "
                 "document; move it aside or fix it"

@@ -5,13 +5,24 @@ from __future__ import annotations
 
 import threading
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from keysync.errors import SinkRefusedError
+from keysync.guards import Guard
 from keysync.keys import SecretRecord, SinkView, StoredEntry
 from keysync.sinks.kubernetes.api import KubeApi
 from keysync.sinks.kubernetes.shape import ABSENT, MANAGED_BY, MANAGER, SELECTOR, Observed, SecretShape
 
 _READ_THREADS = 8
+
+
+@dataclass
+class Review:
+    """What the Secrets of a plan's keys mean for it."""
+
+    guards: list[Guard] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
 
 class Secrets:
@@ -102,15 +113,22 @@ class Secrets:
                 refused[name] = str(self._api.error(problem))
         return refused
 
-    def warnings(self, names: list[str]) -> list[str]:
-        """What plan says of the Secrets these keys would be written to."""
-        said = []
+    def review(self, names: list[str]) -> Review:
+        """What plan says of the Secrets these keys would be written to: a Secret keysync did
+        not write holds its key back until --force adopts it; another deployment's Secret is a
+        failure, which nothing lifts."""
+        review = Review()
         for name, seen in zip(names, self.observe_all(names), strict=True):
             problem = self.problem(name, seen)
-            if problem:
-                adopted = not seen.managed and self._force
-                said.append(f"{problem} (adopted: --force)" if adopted else problem)
-        return said
+            if problem is None:
+                continue
+            if seen.managed:
+                review.failures.append(problem)
+            elif self._force:
+                review.notes.append(f"{problem} (adopted: --force)")
+            else:
+                review.guards.append(Guard("foreign-secret", problem, (name,)))
+        return review
 
     def problem(self, name: str, seen: Observed) -> str | None:
         """Why the Secret of `name` is not keysync's to write, or None."""

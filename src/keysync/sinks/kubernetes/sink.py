@@ -16,7 +16,7 @@ from keysync.errors import SinkError
 from keysync.hosts import env_endpoint
 from keysync.keys import LiveKey, SecretRecord, SinkView
 from keysync.manifest.sinks import KubernetesSinkConfig
-from keysync.plan import Action, Plan
+from keysync.plan import NEEDS_FORCE, Action, Plan
 from keysync.sinks.base import SinkContext
 from keysync.sinks.kubernetes import access
 from keysync.sinks.kubernetes.api import KubeApi
@@ -127,11 +127,20 @@ class KubernetesSink:
         came from."""
         written = sorted({a.name for a in plan.actions if a.creates})
         self._planned = written
-        warnings = self._secrets.warnings(written)
+        secrets = self._secrets.review(written)
+        warnings = [*secrets.notes, *(NEEDS_FORCE + guard.message for guard in secrets.guards)]
         warnings += self._roll_notes(self._targets(written))
         actions, held = self._unadopted_retires(plan.actions, live)
         warnings += held
-        return replace(plan, actions=actions, warnings=[*plan.warnings, *warnings]) if warnings else plan
+        if not warnings and not secrets.failures:
+            return plan
+        return replace(
+            plan,
+            actions=actions,
+            warnings=[*plan.warnings, *warnings],
+            guards=[*plan.guards, *secrets.guards],
+            failures=[*plan.failures, *secrets.failures],
+        )
 
     def after_apply(self, written: list[str]) -> list[tuple[str, bool]]:
         """Rolls every restart target of the keys whose secret changed; (line, ok) per target."""
