@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from keysync.plan import Action, Plan, Waiting
-from keysync.timefmt import age, relative, rfc3339
+from keysync.timefmt import age, ahead, relative
 
 SYMBOL = {"create": "+", "delete": "-", "replace": "-/+", "rotate": "+~", "retire": "~-"}
 _COLOR = {"create": "32", "delete": "31", "replace": "33", "rotate": "36", "retire": "35"}
@@ -52,7 +52,7 @@ def _waiting_text(waiting: Waiting, now: datetime) -> str:
     key = waiting.key
     return (
         f"{waiting.name}: previous generation {key.name} (key_prefix {key.key_prefix}) last heartbeat "
-        f"{relative(key.last_seen, now)}, retired after {rfc3339(waiting.retire_after)}"
+        f"{relative(key.last_seen, now)}, retired {ahead(waiting.retire_after, now)}"
     )
 
 

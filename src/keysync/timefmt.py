@@ -22,14 +22,23 @@ def rfc3339(moment: datetime) -> str:
 def relative(moment: datetime | None, now: datetime) -> str:
     if moment is None:
         return "never"
-    seconds = int((now - moment).total_seconds())
-    if seconds < 1:
-        return "just now"
+    span = _span(int((now - moment).total_seconds()))
+    return f"{span} ago" if span else "just now"
+
+
+def ahead(moment: datetime, now: datetime) -> str:
+    """'in 7 minutes', or 'now' once the moment has come."""
+    span = _span(int((moment - now).total_seconds()))
+    return f"in {span}" if span else "now"
+
+
+def _span(seconds: int) -> str:
+    """'3 days' (the largest whole unit), or '' under a second."""
     for size, unit in _STEPS:
         if seconds >= size:
             count = seconds // size
-            return f"{count} {unit}{'s' if count > 1 else ''} ago"
-    return "just now"
+            return f"{count} {unit}{'s' if count > 1 else ''}"
+    return ""
 
 
 def age(moment: datetime, now: datetime) -> str:

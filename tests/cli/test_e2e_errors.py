@@ -298,6 +298,8 @@ def test_a_duration_over_100_years_in_the_manifest_is_a_validation_error(cli: Cl
         (("plan", "--timeout", "inf"), "--timeout"),
         (("plan", "--timeout", "nan"), "nan is not a number of seconds"),
         (("plan", "--timeout", "1e400"), "--timeout"),
+        (("plan", "--timeout", "2d"), "is not between 0.1s and 86400s (a day)"),
+        (("plan", "--timeout", "soon"), "'soon' is neither a number of seconds nor a duration such as 2m"),
         (("plan", "--url", "https://a..b"), "'a..b' is not a valid host name"),
         (("plan", "--url", "https://xn--.example"), "is not a valid host name"),
         (("plan", "--url", f"https://{'a' * 64}.example"), "is not a valid host name"),
@@ -369,3 +371,10 @@ def test_a_damaged_plan_file_is_one_line_and_changes_nothing(cli: Cli, dev_serve
         assert line.startswith("keysync: error: damaged.json: ") and expected in line, (how, line)
         assert "\x1b" not in line
     assert live_keys(dev_server) == before
+
+
+@pytest.mark.parametrize("timeout", ["2m", "45s", "12.5"])
+def test_timeout_takes_seconds_or_a_duration(cli: Cli, dev_server: DevServer, timeout: str) -> None:
+    cli.write_manifest(MANIFEST)
+    run = cli("plan", "--timeout", timeout)
+    assert run.code == 0, run

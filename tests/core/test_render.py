@@ -7,8 +7,9 @@ from datetime import UTC, datetime, timedelta
 
 from keysync.keys import LiveKey, SinkView, StoredEntry
 from keysync.manifest.model import Manifest
-from keysync.plan import Plan, build_plan
+from keysync.plan import Plan, Waiting, build_plan
 from keysync.render import render_markdown, render_text, target_line
+from keysync.timefmt import ahead, relative
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
 URL = "https://coder.example.com"
@@ -179,3 +180,21 @@ def test_a_replace_names_the_generation_it_destroys_when_that_is_not_the_key_nam
     text = render_text(build_plan(manifest, [r2], sink, NOW, URL), NOW)
 
     assert "-/+ replace gw  (secret-stale)  destroys live key gw-r2, key_prefix PfxGwGen002" in text
+
+
+def test_a_waiting_generation_says_when_it_retires_relative_to_now() -> None:
+    old = live("gw", "abcdefghijk", timedelta(days=100), last_used=timedelta(minutes=2))
+    plan = Plan([], waiting=[Waiting("gw", old, NOW + timedelta(minutes=8))])
+    text = render_text(plan, NOW)
+    assert (
+        "~ waiting gw: previous generation gw (key_prefix abcdefghijk) last heartbeat 2 minutes ago" in text
+    )
+    assert "retired in 8 minutes" in text
+    assert "2025-" not in text  # times for people are relative
+
+
+def test_times_ahead_and_behind_read_as_people_say_them() -> None:
+    assert ahead(NOW + timedelta(days=3, hours=5), NOW) == "in 3 days"
+    assert ahead(NOW - timedelta(seconds=5), NOW) == "now"
+    assert relative(NOW - timedelta(hours=1), NOW) == "1 hour ago"
+    assert relative(NOW, NOW) == "just now"

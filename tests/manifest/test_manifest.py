@@ -673,3 +673,18 @@ def test_glob_patterns_match_as_fnmatch_does(tmp_path: Path) -> None:
         "exact",
         "exact-r2",
     ]
+
+
+@pytest.mark.parametrize("template", ["Bad_{name}", "-{name}", "{name}.", "gw/{name}", "{name}..x"])
+def test_a_kubernetes_secret_name_kubernetes_would_refuse_is_a_validation_error(
+    tmp_path: Path, template: str
+) -> None:
+    text = f"version: 1\nkeys: [alpha]\nsink:\n  type: kubernetes\n  secret_name: '{template}'\n"
+    found = problems(tmp_path, text)
+    assert "must be a Kubernetes name" in problem_at(found, tmp_path / "keysync.yaml", 5, "sink.secret_name")
+
+
+@pytest.mark.parametrize("template", ["{name}", "gw-{name}", "ai.{name}-key", "{name}9"])
+def test_a_kubernetes_secret_name_template_of_a_valid_name_loads(tmp_path: Path, template: str) -> None:
+    text = f"version: 1\nkeys: [alpha]\nsink:\n  type: kubernetes\n  secret_name: '{template}'\n"
+    assert load(tmp_path, text).manifest.sink.type == "kubernetes"

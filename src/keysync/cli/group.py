@@ -54,11 +54,10 @@ def shared_options(func: F) -> F:
         ),
         click.option(
             "--timeout",
-            type=click.FloatRange(min=0.1, max=MAX_TIMEOUT),
-            callback=_a_number,
+            type=Seconds(),
             default=30.0,
             show_default=True,
-            help="Seconds each request may take.",
+            help="How long each request may take: seconds, or a duration such as 2m.",
         ),
         click.option(
             "--format",
@@ -74,10 +73,30 @@ def shared_options(func: F) -> F:
     return functools.reduce(lambda f, option: option(f), reversed(options), func)
 
 
-def _a_number(context: click.Context, parameter: click.Parameter, value: float) -> float:
-    if math.isnan(value):  # NaN passes every range comparison
-        raise click.BadParameter("nan is not a number of seconds")
-    return value
+class Seconds(click.ParamType):  # type: ignore[type-arg]  # generic only from click 8.3
+    """A number of seconds (`30`, `2.5`) or a duration (`90s`, `2m`), from 0.1s to a day."""
+
+    name = "seconds"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        seconds = float(value) if isinstance(value, int | float) else self._parse(str(value), param, ctx)
+        if math.isnan(seconds):  # NaN passes every range comparison
+            self.fail("nan is not a number of seconds", param, ctx)
+        if not 0.1 <= seconds <= MAX_TIMEOUT:
+            self.fail(f"{value!s:.40} is not between 0.1s and {MAX_TIMEOUT:g}s (a day)", param, ctx)
+        return seconds
+
+    def _parse(self, text: str, param: click.Parameter | None, ctx: click.Context | None) -> float:
+        try:
+            return float(text)
+        except ValueError:
+            pass
+        from keysync.duration import parse_duration
+
+        try:
+            return parse_duration(text).total_seconds()
+        except ValueError:
+            self.fail(f"{text[:40]!r} is neither a number of seconds nor a duration such as 2m", param, ctx)
 
 
 def make_options(kwargs: dict[str, Any], manifest: Path | None = None, **extra: Any) -> Options:

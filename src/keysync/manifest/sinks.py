@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from keysync.manifest.model import Duration
+
+_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 class _Settings(BaseModel):
@@ -68,6 +71,17 @@ class KubernetesSinkConfig(_Settings):
     restart: list[Annotated[str, Field(pattern=r"^(deployment|statefulset|daemonset)/[-a-z0-9.{}]+$")]] = []
     # Checked at load like every duration (one line, file:line), not when the sink opens.
     rollout_timeout: Annotated[Duration, Field(json_schema_extra={"examples": ["5m", "90s"]})] = "5m"
+
+    @field_validator("secret_name")
+    @classmethod
+    def _a_secret_name_kubernetes_accepts(cls, value: str) -> str:
+        """A DNS-1123 subdomain once a key name (itself one) takes the place of {name}."""
+        if not _SUBDOMAIN.fullmatch(value.replace("{name}", "a")):
+            raise ValueError(
+                "with {name} filled in, it must be a Kubernetes name: lower-case letters, digits, "
+                "'-' and '.', starting and ending with a letter or digit"
+            )
+        return value
 
 
 def env_name(name: str, prefix: str) -> str:
