@@ -22,7 +22,7 @@ from terminal import run_on_a_terminal
 
 from keysync.devserver import DevServer, DevServerConfig
 
-from coderlive import IN, TLS, create_out_of_band, gateway_status, live_keys
+from coderlive import IN, TLS, create_out_of_band, delete_out_of_band, gateway_status, live_keys
 from conftest import OWNER_TOKEN, Cli
 
 COLLECTIONS = {
@@ -628,3 +628,22 @@ def test_version_and_help(cli: Cli) -> None:
         run = cli(command, "--help")
         assert run.code == 0, run
         assert "Example" in run.stdout, command
+
+
+def test_apply_says_it_removed_the_record_of_a_key_that_no_longer_exists(
+    cli: Cli, dev_server: DevServer
+) -> None:
+    cli.write_manifest("version: 1\nkeys: [alpha, beta]\n")
+    assert cli("apply", "--auto-approve").code == 0
+    delete_out_of_band(dev_server, live_keys(dev_server)["beta"]["id"])
+    cli.write_manifest("version: 1\nkeys: [alpha]\n")
+
+    plan = cli("plan")
+    assert "sink holds a record for 'beta', whose key no longer exists: apply removes it" in plan.stdout
+    run = cli("apply", "--auto-approve")
+    assert run.code == 0, run
+    assert "~ removed 1 stale sink record(s), whose keys no longer exist" in run.stdout
+    report = json.loads(cli("apply", "--auto-approve", "--format", "json").stdout)
+    assert report["notes"] == []  # nothing left to remove
+    sink = json.loads((cli.cwd / "secrets" / "ai-gateway-keys.json").read_text())
+    assert set(sink["keys"]) == {"alpha"}

@@ -94,8 +94,11 @@ class Applier:
             raise shift.failures[0]
         report.not_started += list(shift.pending)
         report.interrupted = self._stop.is_set()
-        if not report.interrupted and report.sink_failure is None:
+        if not report.interrupted and report.sink_failure is None and plan.stale_records:
             report.cleanup_errors = self._remove_stale(plan.stale_records)
+            removed = len(plan.stale_records) - len(report.cleanup_errors)
+            if removed:
+                report.notes.append(f"removed {removed} stale sink record(s), whose keys no longer exist")
         return report
 
     def _prepared(self, actions: Sequence[Action], report: ApplyReport) -> list[Action]:
