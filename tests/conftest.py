@@ -7,13 +7,14 @@ import shutil
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import forkserver
 import pytest
-from forkserver import ForkServer
+from forkserver import Forked, ForkServer, Stream
 
 from keysync.devserver import DevServer, DevServerConfig
 from keysync.keys import SecretRecord
@@ -98,6 +99,49 @@ def fork_server(env: dict[str, str]) -> ForkServer | None:
     if not _FORK_SERVERS:
         _FORK_SERVERS.append(ForkServer(KEYSYNC))
     return _FORK_SERVERS[0]
+
+
+DEFAULT_SIGINT = "; ".join(
+    [
+        "import os, signal, sys",
+        "signal.signal(signal.SIGINT, signal.SIG_DFL)",
+        "os.execv(sys.argv[1], sys.argv[1:])",
+    ]
+)
+
+
+def start_keysync(
+    args: Sequence[str],
+    cwd: Path,
+    env: dict[str, str],
+    stdin: Stream = subprocess.DEVNULL,
+    stdout: Stream = None,
+    stderr: Stream = None,
+    *,
+    text: bool = False,
+    umask: int | None = None,
+    default_sigint: bool = False,
+) -> subprocess.Popen[Any] | Forked:
+    """keysync in the background, from the fork server when it may (see fork_server), else the
+    installed command; `default_sigint`: SIGINT handled as a keysync started from a terminal
+    handles it, even if this process ignores SIGINT."""
+    server = fork_server(env)
+    if server is not None:
+        streams = (stdin, stdout, stderr)
+        return server.popen(
+            list(args), cwd, env, streams, text=text, umask=umask, default_sigint=default_sigint
+        )
+    command = [sys.executable, "-c", DEFAULT_SIGINT, KEYSYNC] if default_sigint else [KEYSYNC]
+    return subprocess.Popen(
+        [*command, *args],
+        cwd=cwd,
+        env=env,
+        stdin=stdin,
+        stdout=stdout,
+        stderr=stderr,
+        text=text,
+        umask=-1 if umask is None else umask,
+    )
 
 
 def pytest_sessionfinish() -> None:

@@ -28,7 +28,7 @@ import tempfile
 import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 FDS = 3  # stdin, stdout, stderr
 
@@ -71,6 +71,72 @@ class ForkServer:
         Path(self._path).unlink(missing_ok=True)
         os.rmdir(self._directory)
 
+    def spawn(
+        self,
+        args: list[str],
+        cwd: Path,
+        env: dict[str, str],
+        fds: tuple[int, int, int],
+        *,
+        umask: int | None = None,
+        default_sigint: bool = False,
+    ) -> Forked:
+        """A run in the background, as `subprocess.Popen` starts one: stdin, stdout and stderr
+        are the descriptors given (this process keeps its own copies); `default_sigint`: Python's
+        own SIGINT handler even if this process ignores SIGINT (a run started from a terminal)."""
+        request = {
+            "args": args,
+            "cwd": str(cwd),
+            "env": env,
+            "umask": umask,
+            "default_sigint": default_sigint,
+        }
+        connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        connection.connect(self._path)
+        socket.send_fds(connection, [json.dumps(request).encode()], list(fds))
+        return Forked([self._keysync, *args], connection, int(_line(connection)))
+
+    def popen(
+        self,
+        args: list[str],
+        cwd: Path,
+        env: dict[str, str],
+        streams: tuple[Stream, Stream, Stream],
+        *,
+        text: bool = False,
+        umask: int | None = None,
+        default_sigint: bool = False,
+    ) -> Forked:
+        """`spawn` with streams as `subprocess.Popen` takes them: None (this process's own),
+        DEVNULL, PIPE (then on the result's stdin, stdout or stderr), a file or a descriptor."""
+        child_fds: list[int] = []
+        ours: list[int] = []
+        pipes: list[IO[Any] | None] = []
+        for target, stream in enumerate(streams):
+            if stream == subprocess.PIPE:
+                read, write = os.pipe()
+                child, mine = (read, write) if target == 0 else (write, read)
+                ours.append(child)
+                pipes.append(open(mine, ("w" if target == 0 else "r") + ("" if text else "b")))  # noqa: SIM115
+            else:
+                child = _descriptor(stream, target)
+                pipes.append(None)
+            child_fds.append(child)
+        try:
+            forked = self.spawn(
+                args,
+                cwd,
+                env,
+                (child_fds[0], child_fds[1], child_fds[2]),
+                umask=umask,
+                default_sigint=default_sigint,
+            )
+        finally:
+            for fd in ours:
+                os.close(fd)
+        forked.stdin, forked.stdout, forked.stderr = pipes
+        return forked
+
     def run(
         self, args: list[str], cwd: Path, env: dict[str, str], input: str | None, timeout: float
     ) -> Finished:
@@ -95,6 +161,87 @@ class ForkServer:
                 for reader in readers:
                     reader.join()
         return Finished(code, b"".join(stdout).decode(), b"".join(stderr).decode())
+
+
+Stream = int | IO[Any] | None
+
+
+def _descriptor(stream: Stream, target: int) -> int:
+    if stream is None:
+        return target  # this process's own stdin, stdout or stderr
+    if stream == subprocess.DEVNULL:
+        return _DEVNULL[target]
+    return stream if isinstance(stream, int) else stream.fileno()
+
+
+_DEVNULL = [os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)] + [
+    os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+] * 2
+
+
+class Forked:
+    """A run in the background: what tests use of `subprocess.Popen`."""
+
+    def __init__(self, args: list[str], connection: socket.socket, pid: int) -> None:
+        self.args = args
+        self.pid = pid
+        self.returncode: int | None = None
+        self.stdin: IO[Any] | None = None
+        self.stdout: IO[Any] | None = None
+        self.stderr: IO[Any] | None = None
+        self._connection = connection
+
+    def poll(self) -> int | None:
+        if self.returncode is None:
+            readable, _, _ = select.select([self._connection], [], [], 0)
+            if readable:
+                self._finish()
+        return self.returncode
+
+    def wait(self, timeout: float | None = None) -> int:
+        if self.returncode is None:
+            self._connection.settimeout(timeout)
+            try:
+                self._finish()
+            except TimeoutError:
+                raise subprocess.TimeoutExpired(self.args, timeout or 0) from None
+        assert self.returncode is not None
+        return self.returncode
+
+    def communicate(self, timeout: float | None = None) -> tuple[Any, Any]:
+        """The rest of stdout and stderr (those that are pipes), once the run has ended."""
+        read: dict[str, Any] = {}
+
+        def drain(name: str, stream: IO[Any]) -> None:
+            with stream:
+                read[name] = stream.read()
+
+        readers = [
+            threading.Thread(target=drain, args=(name, stream))
+            for name, stream in (("out", self.stdout), ("err", self.stderr))
+            if stream is not None
+        ]
+        for reader in readers:
+            reader.start()
+        self.wait(timeout)
+        for reader in readers:
+            reader.join()
+        return read.get("out"), read.get("err")
+
+    def send_signal(self, signum: int) -> None:
+        if self.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signum)
+
+    def terminate(self) -> None:
+        self.send_signal(signal.SIGTERM)
+
+    def kill(self) -> None:
+        self.send_signal(signal.SIGKILL)
+
+    def _finish(self) -> None:
+        self.returncode = int(_line(self._connection))
+        self._connection.close()
 
 
 def _line(connection: socket.socket) -> str:
@@ -188,6 +335,10 @@ def _become(request: dict[str, Any], fds: list[int], keysync: str) -> None:
     os.environ.clear()
     os.environ.update(request["env"])
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    if request.get("default_sigint"):  # as a fresh interpreter whose SIGINT was not ignored
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+    if request.get("umask") is not None:
+        os.umask(request["umask"])
     random.seed()  # as a fresh interpreter would, not the server's sequence in every run
     sys.path[0] = os.path.dirname(keysync)  # a console script's, not this file's directory
     sys.argv = [keysync, *request["args"]]

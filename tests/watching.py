@@ -16,9 +16,10 @@ from typing import Any, TypeVar
 
 import httpx
 import pytest
+from forkserver import Forked
 from prometheus_client.parser import text_string_to_metric_families
 
-from conftest import KEYSYNC
+from conftest import start_keysync
 
 SINK = Path("secrets/ai-gateway-keys.json")
 DEADLINE = 30.0
@@ -89,7 +90,7 @@ def _json_line(line: str) -> dict[str, Any]:
 
 @dataclass
 class Watch:
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[Any] | Forked
     stderr_path: Path
     port: int | None
 
@@ -139,14 +140,12 @@ class Watches:
         text_log: bool = False,
     ) -> Watch:
         port = free_port() if listen else None
-        argv = [KEYSYNC, "watch", "--interval", interval, *args]
+        argv = ["watch", "--interval", interval, *args]
         if port is not None:
             argv += ["--listen", f"127.0.0.1:{port}"]
         stderr_path = cwd / f"watch-{len(self.started)}.log"
         with stderr_path.open("wb") as stderr:
-            process = subprocess.Popen(
-                argv, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
-            )
+            process = start_keysync(argv, cwd, env, stdout=subprocess.DEVNULL, stderr=stderr)
         watch = Watch(process, stderr_path, port)
         self.started.append(watch)
         # The start line comes once the signal handlers and the metrics endpoint are in place.

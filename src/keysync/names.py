@@ -1,4 +1,4 @@
-"""The server's rule for key names."""
+"""The server's rule for key names, and Kubernetes' for the names of its objects."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import re
 NAME_PATTERN = r"^[a-z0-9]+(-[a-z0-9]+)*$"
 MAX_NAME_LENGTH = 64
 _NAME = re.compile(NAME_PATTERN)
+_KUBERNETES_NAME = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
 
 
 def name_problem(name: str) -> str | None:
@@ -19,3 +20,8 @@ def name_problem(name: str) -> str | None:
             "not at either end"
         )
     return None
+
+
+def kubernetes_name(name: str) -> bool:
+    """Whether Kubernetes takes `name` for a Secret: a DNS-1123 (RFC 1123) subdomain."""
+    return len(name) <= 253 and _KUBERNETES_NAME.fullmatch(name) is not None

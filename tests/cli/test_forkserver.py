@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import subprocess
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from keysync.devserver import DevServer
 
-from conftest import KEYSYNC, Cli, fork_server
+from conftest import KEYSYNC, Cli, fork_server, start_keysync
 
 MANIFEST = """\
 version: 1
@@ -79,3 +80,24 @@ def test_a_forked_run_has_its_own_environment_and_directory(cli: Cli, tmp_path: 
     tokenless = {name: value for name, value in cli.env.items() if name != "CODER_SESSION_TOKEN"}
     code, _, stderr = forked(Cli(cli.cwd, tokenless), ("plan",), None)
     assert code == 1 and "no session token" in stderr, stderr  # nothing kept from the run before
+
+
+def test_a_forked_background_run_takes_signals_and_ends_as_the_installed_command(cli: Cli) -> None:
+    cli.write_manifest(MANIFEST)
+    if fork_server(cli.env) is None:
+        pytest.skip("every run starts the installed command (KEYSYNC_TEST_EXEC or coverage)")
+    outcomes = []
+    for forked_run in (True, False):
+        env = cli.env if forked_run else {**cli.env, "PYTHONSAFEPATH": "1"}  # PYTHON*: the installed one
+        watch = start_keysync(["watch", "--interval", "1h"], cli.cwd, env, stderr=subprocess.PIPE, text=True)
+        assert watch.stderr is not None
+        first = watch.stderr.readline()
+        watch.send_signal(signal.SIGTERM)
+        code = watch.wait(timeout=30)
+        rest = watch.stderr.read()
+        watch.stderr.close()
+        outcomes.append((code, '"event": "start"' in first, '"event": "stop"' in rest))
+        sleeper = start_keysync(["watch", "--interval", "1h"], cli.cwd, env, stderr=subprocess.DEVNULL)
+        sleeper.kill()
+        outcomes.append((sleeper.wait(timeout=30), True, True))
+    assert outcomes[:2] == outcomes[2:] == [(0, True, True), (-signal.SIGKILL, True, True)]

@@ -29,7 +29,9 @@ from typing import Any
 
 import httpx
 import pytest
+from forkserver import Forked
 
+from conftest import start_keysync
 from quietserver import QuietServer
 from replica import IN, gateway_status
 
@@ -41,13 +43,6 @@ UNLIMITED = {"Coder-Session-Token": TOKEN, "X-Coder-Bypass-Ratelimit": "true"}
 SINK = Path("secrets/ai-gateway-keys.json")
 # keysync starts with SIGINT at its default, as a user's shell would start it, even when this
 # process inherited it ignored (a background job of a non-interactive shell does): exec keeps pids.
-DEFAULT_SIGINT = "; ".join(
-    [
-        "import os, signal, sys",
-        "signal.signal(signal.SIGINT, signal.SIG_DFL)",
-        "os.execv(sys.argv[1], sys.argv[1:])",
-    ]
-)
 
 
 # --- the world: a dev server subprocess and the test's own view of it -----------------------
@@ -147,7 +142,7 @@ class Proc:
     """A keysync process running in the background, its output going to files."""
 
     args: list[str]
-    process: subprocess.Popen[bytes]
+    process: subprocess.Popen[Any] | Forked
     out_path: Path
     err_path: Path
     code: int | None = None
@@ -196,14 +191,8 @@ class Workspace:
         n = len(self.procs)
         out_path, err_path = self.root / f".out.{n}", self.root / f".err.{n}"
         with out_path.open("wb") as out, err_path.open("wb") as err:
-            process = subprocess.Popen(
-                [sys.executable, "-c", DEFAULT_SIGINT, KEYSYNC, *args],
-                cwd=self.root,
-                env=self.env,
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=err,
-                umask=umask,
+            process = start_keysync(
+                args, self.root, self.env, stdout=out, stderr=err, umask=umask, default_sigint=True
             )
         proc = Proc(list(args), process, out_path, err_path)
         self.procs.append(proc)
@@ -422,15 +411,8 @@ def test_a_sink_failing_at_random_moments_loses_at_most_what_was_in_flight(world
 def _apply_filling_the_disk_after(ws: Workspace, seconds: float, replace: list[str]) -> tuple[int, str]:
     """`apply --replace ...` whose files may not grow beyond FULL bytes from `seconds` after its
     first delete on; its output goes to pipes, which the limit does not cover."""
-    process = subprocess.Popen(
-        [KEYSYNC, "apply", "--auto-approve", "--parallelism", "2", *_replace_flags(replace)],
-        cwd=ws.root,
-        env=ws.env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    args = ["apply", "--auto-approve", "--parallelism", "2", *_replace_flags(replace)]
+    process = start_keysync(args, ws.root, ws.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deletes = _deletes(ws)
     wait_for(lambda: _deletes(ws) > deletes or process.poll() is not None, "the first delete")
     time.sleep(seconds)  # after the first action began: the preflight has passed
@@ -438,7 +420,7 @@ def _apply_filling_the_disk_after(ws: Workspace, seconds: float, replace: list[s
         resource.prlimit(process.pid, resource.RLIMIT_FSIZE, (FULL, FULL))
     stdout, stderr = process.communicate(timeout=90)
     ws.outputs += [stdout, stderr]
-    return process.returncode, stdout + stderr
+    return process.wait(), stdout + stderr
 
 
 def _deletes(ws: Workspace) -> int:

@@ -29,7 +29,7 @@ import pytest
 
 from keysync.devserver import DevServer
 
-from conftest import KEYSYNC, OWNER_TOKEN, Cli, Run, base_env
+from conftest import KEYSYNC, OWNER_TOKEN, Cli, Run, base_env, start_keysync
 from replica import IN, gateway_status
 
 KEYS_PATH = "/api/v2/ai-gateway/keys"  # the generation current Coder serves, as the dev servers here do
@@ -480,9 +480,7 @@ def kill_during_apply(command: list[str], cwd: Path, env: dict[str, str], after:
     """Starts an apply, waits for `after` finished actions (its progress lines on stderr) and
     `delay` seconds more, then kills it with SIGKILL. Returns the last progress line seen, and
     "" when the apply had already exited by itself."""
-    process = subprocess.Popen(
-        command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
-    )
+    process = start_keysync(command, cwd, env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     last = "(no action finished)"
     try:
@@ -518,7 +516,7 @@ def test_kill_9_during_rotate_and_retire_converges(tmp_path: Path, slow_server: 
     # generation of those that have two, and replaces `plain`: one action at a time, each request
     # slowed by the dev server, so that a kill lands inside an action as often as between two.
     replace = [arg for name in (*OVERLAP_KEYS, "plain") for arg in ("--replace", name)]
-    command = [KEYSYNC, "apply", "--auto-approve", "--force", "--parallelism", "1", *replace]
+    command = ["apply", "--auto-approve", "--force", "--parallelism", "1", *replace]
     kill_points: list[str] = []
     for trial in range(40):
         if len(kill_points) >= KILLS:

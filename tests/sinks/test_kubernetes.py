@@ -9,9 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
 from keysync.errors import SinkError, SinkRefusedError
 from keysync.plan import Action, Plan
+from keysync.sinks.kubernetes.shape import SecretShape
 
 from kubeemu import KubeEmu, Rule
 from kubeemu.status import too_many_requests
@@ -84,8 +86,10 @@ def test_another_template_and_another_deployment_are_not_read(emu: KubeEmu, make
 
 
 def test_an_invalid_secret_name_template_is_a_settings_error(make: Make) -> None:
-    with pytest.raises(SinkError, match="RFC 1123"):
+    with pytest.raises(ValidationError, match="must be a Kubernetes name"):
         make(secret_name="Gateway_{name}")
+    with pytest.raises(SinkError, match="RFC 1123"):  # a sink built from settings not validated
+        SecretShape("Gateway_{name}", "key", {})
 
 
 # --- optimistic writes --------------------------------------------------------------------------

@@ -29,7 +29,7 @@ from keysync.keys import SecretRecord
 
 from baoserver import start_bao, stop_bao
 from coderlive import delete_out_of_band, live_keys
-from conftest import CAPTURED, KEYSYNC, OWNER_TOKEN, Cli, Run, base_env
+from conftest import CAPTURED, KEYSYNC, OWNER_TOKEN, Cli, Run, base_env, start_keysync
 
 NAMES = [f"gw-{i:02d}" for i in range(10)]
 # The most actions of one apply that can be in flight with --parallelism P: P holding a request,
@@ -227,9 +227,7 @@ def test_openbao_stopped_mid_rotation_leaves_the_keys_not_started_untouched(
 
 def _rotate_and_stop_bao_after_the_first(cli: Cli, names: list[str], bao: subprocess.Popen[bytes]) -> Run:
     args = ["apply", "--auto-approve", "--parallelism", "2", "--format", "json", *replace_all(names)]
-    process = subprocess.Popen(
-        [KEYSYNC, *args], cwd=cli.cwd, env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    process = start_keysync(args, cli.cwd, cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     assert process.stderr is not None
     progress = []
     for line in process.stderr:  # off a terminal: one line per finished action
@@ -238,7 +236,7 @@ def _rotate_and_stop_bao_after_the_first(cli: Cli, names: list[str], bao: subpro
             stop_bao(bao)
             break
     stdout, rest = process.communicate(timeout=60)
-    run = Run(args, process.returncode, stdout, "".join(progress) + rest)
+    run = Run(args, process.wait(), stdout, "".join(progress) + rest)
     CAPTURED.append(run.stdout + run.stderr)
     return run
 
@@ -253,8 +251,8 @@ def test_the_sink_directory_removed_mid_apply_fails_the_apply_and_the_next_one_h
     cli = Cli(tmp_path, base_env() | {"CODER_URL": slow_server.url, "CODER_SESSION_TOKEN": OWNER_TOKEN})
     cli.write_manifest(manifest(names, SINKS["directory"]))
     args = ["apply", "--auto-approve", "--parallelism", "1"]
-    process = subprocess.Popen(
-        [KEYSYNC, *args], cwd=tmp_path, env=cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    process = start_keysync(
+        args, tmp_path, cli.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     assert process.stderr is not None
     seen = []
@@ -266,7 +264,7 @@ def test_the_sink_directory_removed_mid_apply_fails_the_apply_and_the_next_one_h
             shutil.rmtree(tmp_path / "removed")
             break
     stdout, rest = process.communicate(timeout=60)
-    run = Run(args, process.returncode, stdout, "".join(seen) + rest)
+    run = Run(args, process.wait(), stdout, "".join(seen) + rest)
     CAPTURED.append(stdout + run.stderr)
 
     assert run.code == 1, run

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from keysync.manifest.model import Duration
-
-_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+from keysync.names import kubernetes_name
 
 
 class _Settings(BaseModel):
@@ -76,7 +74,7 @@ class KubernetesSinkConfig(_Settings):
     @classmethod
     def _a_secret_name_kubernetes_accepts(cls, value: str) -> str:
         """A DNS-1123 subdomain once a key name (itself one) takes the place of {name}."""
-        if not _SUBDOMAIN.fullmatch(value.replace("{name}", "a")):
+        if not kubernetes_name(value.replace("{name}", "a-1")):
             raise ValueError(
                 "with {name} filled in, it must be a Kubernetes name: lower-case letters, digits, "
                 "'-' and '.', starting and ending with a letter or digit"

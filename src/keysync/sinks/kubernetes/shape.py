@@ -6,28 +6,22 @@ from __future__ import annotations
 
 import base64
 import binascii
-import re
 from dataclasses import dataclass
 from typing import Any
 
 from keysync.errors import SinkError
 from keysync.keys import SecretRecord, StoredEntry
-from keysync.names import name_problem
+from keysync.names import kubernetes_name, name_problem
 
 MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGER = "keysync"
 SELECTOR = f"{MANAGED_BY}={MANAGER}"
 _ANNOTATION = "keysync/"
 _FIELDS = ("name", "id", "key_prefix", "created_at", "coderd_url", "live_name")
-_RFC1123 = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 
 
 def annotation(field: str) -> str:
     return _ANNOTATION + field.replace("_", "-")
-
-
-def rfc1123(name: str) -> bool:
-    return len(name) <= 253 and _RFC1123.match(name) is not None
 
 
 @dataclass(frozen=True)
@@ -70,7 +64,7 @@ class SecretShape:
         if (
             self.template.count("{name}") != 1
             or "{" in self.template.replace("{name}", "")
-            or not rfc1123(sample)
+            or not kubernetes_name(sample)
         ):
             raise SinkError(
                 f"kubernetes sink: secret_name {self.template!r} must hold {{name}} once and make a "
