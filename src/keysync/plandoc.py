@@ -105,7 +105,7 @@ class SavedAction:
 
     @property
     def described(self) -> str:
-        return f"{self.action} {self.live_name or self.name} ({self.reason})"
+        return _described(self.action, self.name, self.live_name, self.reason)
 
 
 @dataclass(frozen=True)
@@ -244,11 +244,17 @@ def check_saved_plan(saved: SavedPlan, current: World) -> None:
         )
 
 
+def _described(action: str, name: str, live_name: str, reason: str) -> str:
+    """'delete gw (orphaned)', or 'retire gw: gw-r1 (superseded)' when the live key is another."""
+    destroyed = f": {live_name}" if live_name and live_name != name else ""
+    return f"{action} {name}{destroyed} ({reason})"
+
+
 def check_saved_actions(saved: SavedPlan, plan: Plan) -> None:
     """Refuses when the actions differ from the reviewed ones, even in an unchanged world: time
     alone makes rotations due and grace periods end."""
     reviewed = {action.described for action in saved.actions}
-    now = {f"{a.action} {a.live.name if a.live else a.name} ({a.reason})" for a in plan.actions}
+    now = {_described(a.action, a.name, a.live.name if a.live else "", a.reason) for a in plan.actions}
     reasons = [f"now also {text}" for text in sorted(now - reviewed)]
     reasons += [f"no longer {text}" for text in sorted(reviewed - now)]
     if sorted(saved.stale_records) != plan.stale_records:

@@ -370,3 +370,16 @@ def test_any_damage_to_a_saved_plan_is_refused_or_harmless(data: st.DataObject) 
     for check in checks:
         with contextlib.suppress(StalePlanError):  # the one way apply refuses a readable plan
             check()
+
+
+def test_a_saved_action_whose_name_was_edited_is_refused_even_with_its_live_name_kept() -> None:
+    plan, w = a_plan()
+    document = saved_document(plan, w)
+    destroying = [a for a in document["actions"] if a.get("live_name")]
+    assert destroying, "the plan must destroy a live key for this test"
+    destroying[0]["name"] = "someone-else"
+    edited = parse_saved_plan(json.dumps(document).encode())
+    with pytest.raises(StalePlanError, match="no longer the one reviewed") as caught:
+        check_saved_actions(edited, plan)
+    assert "someone-else" in str(caught.value)
+    check_saved_actions(saved(plan, w), plan)  # the unedited plan still matches
