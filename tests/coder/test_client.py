@@ -856,9 +856,11 @@ def test_a_rate_limited_read_never_waits_longer_than_the_window_then_gives_up(
     assert caught.value.status == 429
     assert caught.value.message == "You've been rate limited for sending more than 1 requests in 1m0s."
     # The first wait is for the window's end (not Retry-After's blind minute); none is longer
-    # than a window; the waits stop before they pass the budget.
+    # than the rest of this window and the next one (in a sliding window the previous window's
+    # count fades over the next: with a limit of 1 the budget is back halfway through it); the
+    # waits stop before they pass the budget.
     assert reset - time.time() <= sleeps[0] <= reset - before + 1
-    assert all(delay <= 61 for delay in sleeps)
+    assert all(delay <= 121 for delay in sleeps), (sleeps, before, reset, served.requests())
     assert sum(sleeps) <= budget
     assert 1 <= served.requests().count("GET /api/v2/ai-gateway/keys 429") <= 3
 
