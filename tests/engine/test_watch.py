@@ -12,6 +12,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -530,3 +531,24 @@ def test_watch_has_no_force(cli: Cli, dev_server: DevServer) -> None:
     run = cli("watch", "--interval", "1s", "--apply", "--force", timeout=DEADLINE)
     assert run.code == 1, run
     assert live_keys(dev_server.url) == {}
+
+
+@pytest.mark.skipif(shutil.which("git") is None, reason="git is not installed")
+def test_a_watch_round_refuses_a_sink_git_would_commit_as_apply_does(
+    cli: Cli, dev_server: DevServer, watches: Watches
+) -> None:
+    git = shutil.which("git")
+    assert git is not None
+    subprocess.run([git, "init", "-q", str(cli.cwd)], check=True, capture_output=True)
+    cli.write_manifest("version: 1\nkeys: [alpha]\n")
+    watch = watches.start(cli.cwd, cli.env, "--apply")
+
+    watch.until(lambda: watch.failures() >= 1, "a failed round")
+    (round_, *_) = watch.events("round")
+    assert round_["result"] == "failure" and ".gitignore" in round_["error"], round_
+    assert live_keys(dev_server.url) == {}
+    assert not (cli.cwd / "secrets").exists()  # not even the lock file was made in the work tree
+
+    (cli.cwd / ".gitignore").write_text("/secrets/\n")
+    watch.until(lambda: "alpha" in sink_records(cli.cwd), "alpha, once git ignores the sink")
+    assert watch.stop(signal.SIGTERM) == 0
