@@ -14,7 +14,7 @@ import pytest
 from vaultfixtures import READ_ONLY, assert_nothing_leaked, lock_entry, manifest, prefix, vault_cli
 
 from keysync.devserver import DevServer
-from keysync.errors import LockHeldError
+from keysync.errors import LockHeldError, SinkError
 from keysync.manifest.sinks import VaultSinkConfig
 from keysync.sinks.base import SinkContext
 from keysync.sinks.vault import VaultSink
@@ -22,7 +22,7 @@ from keysync.sinks.vault_lock import VaultLock
 
 from baoserver import Bao, bao_fixture
 from coderlive import live_keys
-from conftest import Cli
+from conftest import Cli, random_record
 
 __all__ = ["bao_fixture", "prefix", "vault_cli"]  # fixtures: pytest finds them here
 
@@ -165,3 +165,23 @@ def test_the_holder_pushes_the_expiry_forward_and_a_rival_waits_for_it(
 
     assert lock_entry(bao, prefix)["expires_at"] == now[0] + 30 > first
     assert not ours.renew(), "a holder whose lock was taken over must notice it"
+
+
+def test_a_lock_taken_over_while_held_stops_the_writes(holder: VaultSink, bao: Bao, prefix: str) -> None:
+    path = f"secret/data/{prefix}/.keysync-lock"
+    with VaultLock(holder._api, path, lease_seconds=1.5).held(None) as keeper:
+        holder._keeper = keeper  # as the sink's own lock() sets it
+        holder.store(random_record("alpha", holder._url))
+        # Another apply writes itself in (as if this one's renewals had not reached Vault).
+        version = bao.ok("GET", path)["data"]["metadata"]["version"]
+        rival = {"owner": "rival", "pid": 1, "host": "elsewhere", "since": "now", "expires_at": 4e9}
+        bao.ok("POST", path, {"options": {"cas": version}, "data": rival})
+        assert keeper.lost.wait(5), "the next renewal must find the lock taken over"
+        with pytest.raises(SinkError, match=r"the sink's lock .* was lost"):
+            holder.store(random_record("beta", holder._url))
+        with pytest.raises(SinkError, match="was lost"):
+            holder.remove("alpha")
+        holder._keeper = None
+    listed = bao.ok("LIST", f"secret/metadata/{prefix}")["data"]["keys"]
+    assert "alpha" in listed and "beta" not in listed
+    assert lock_entry(bao, prefix)["owner"] == "rival"  # releasing left the rival's entry alone

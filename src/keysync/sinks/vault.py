@@ -13,9 +13,9 @@ from __future__ import annotations
 
 import ssl
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +31,7 @@ from keysync.names import name_problem
 from keysync.secret import Secret, header_safe, mask, read_secret_file
 from keysync.sinks.base import SinkContext
 from keysync.sinks.durable import probe_record
+from keysync.sinks.leasewatch import Keeper
 from keysync.sinks.vault_leader import VaultLeaderLock
 from keysync.sinks.vault_lock import LOCK_LEAF, VaultLock
 from keysync.transport.answers import AnswerError, parse_json, read_body
@@ -227,6 +228,7 @@ class VaultSink:
         self._seen: dict[str, _Seen] = {}
         self._listed = False  # after read(), a name it did not see is known to be absent
         self._guard = threading.Lock()
+        self._keeper: Keeper | None = None  # while apply holds the sink's lock
 
     def describe(self) -> str:
         where = f" namespace {self._api.namespace}" if self._api.namespace else ""
@@ -235,10 +237,28 @@ class VaultSink:
     def local_paths(self) -> list[Path]:
         return []
 
-    def lock(self, timeout: float | None) -> AbstractContextManager[None]:
+    def lock(self, timeout: float | None) -> AbstractContextManager[object]:
         """Check-and-set keeps each write safe; the lock keeps two applies from interleaving."""
         self.check_ready()  # a token that may not write says so, rather than failing on the lock
-        return VaultLock(self._api, self._lock_path).held(timeout)
+        return self._locked(timeout)
+
+    @contextmanager
+    def _locked(self, timeout: float | None) -> Iterator[Keeper]:
+        with VaultLock(self._api, self._lock_path).held(timeout) as keeper:
+            self._keeper = keeper
+            try:
+                yield keeper
+            finally:
+                self._keeper = None
+
+    def _still_locked(self) -> None:
+        """A lock lost mid-apply (not renewed in time, or taken over) stops the writes: another
+        apply may hold it by now. The failed write stops the apply from starting more."""
+        if self._keeper is not None and self._keeper.lost.is_set():
+            raise SinkError(
+                f"vault {self._api.address}: the sink's lock {self._lock_path} was lost (not renewed "
+                "in time, or taken over): stopping rather than racing another apply"
+            )
 
     def leader_lock(self, duration: float, on_lost: Callable[[], None]) -> VaultLeaderLock:
         """The same KV entry, held across the rounds of `watch --leader-elect` by the leader."""
@@ -290,6 +310,7 @@ class VaultSink:
             )
 
     def store(self, record: SecretRecord) -> None:
+        self._still_locked()
         path = self._template.path(record.name)
         seen = self._seen_or_fetch(record.name, path)
         if self._foreign(seen):  # this key only: the other keys' paths may well be fine
@@ -309,6 +330,7 @@ class VaultSink:
         )
 
     def remove(self, name: str, key_id: str = "") -> None:
+        self._still_locked()
         path = self._template.path(name)
         if self._foreign(self._seen_or_fetch(name, path)):
             return  # another deployment's record: not ours to delete

@@ -14,7 +14,6 @@ from __future__ import annotations
 import logging
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -23,6 +22,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from keysync.errors import LockHeldError
+from keysync.sinks.leasewatch import Keeper
 
 if TYPE_CHECKING:
     from keysync.sinks.vault import Reply, VaultApi
@@ -50,26 +50,26 @@ class VaultLock:
         self._since = ""
 
     @contextmanager
-    def held(self, timeout: float | None) -> Iterator[None]:
-        self.acquire(timeout)
-        stop = threading.Event()
-        renewer = threading.Thread(
-            target=self._renew_until, args=(stop,), daemon=True, name="keysync-vault-lock"
-        )
-        renewer.start()
+    def held(self, timeout: float | None) -> Iterator[Keeper]:
+        """Held while the block runs, renewed every third of the lease; the keeper's `lost` is
+        set at two thirds of a lease without a renewal, or once another apply took it over."""
+        taken_at = self.acquire(timeout)
+        keeper = Keeper(f"the vault lock {self.path}", self.renew, self._lease, renewed_at=taken_at)
+        keeper.start()
         try:
-            yield
+            yield keeper
         finally:
-            stop.set()
-            renewer.join()
+            keeper.stop()
             self.release()
 
-    def acquire(self, timeout: float | None) -> None:
+    def acquire(self, timeout: float | None) -> float:
+        """Takes the lock; returns when (monotonic) the request that took it was sent."""
         deadline = time.monotonic() + (timeout or 0)
         while True:
+            started = time.monotonic()
             holder = self._try_take()
             if holder is None:
-                return
+                return started
             if time.monotonic() >= deadline:
                 raise LockHeldError(self._held_message(holder, timeout))
             time.sleep(_POLL_SECONDS)
@@ -94,14 +94,6 @@ class VaultLock:
     def release(self) -> None:
         if self._cas_write(self._version, {"released": True, "owner": self._owner}) is None:
             log.warning("the vault lock %s was taken over before this apply released it", self.path)
-
-    def _renew_until(self, stop: threading.Event) -> None:
-        while not stop.wait(self._lease / 3):
-            try:
-                if not self.renew():
-                    return
-            except Exception as exc:  # a failed renewal must not kill the apply: the next one retries
-                log.warning("cannot renew the vault lock %s: %s", self.path, exc)
 
     def _try_take(self) -> dict[str, Any] | None:
         """None once the lock is ours; otherwise what its current holder wrote."""
