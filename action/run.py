@@ -52,7 +52,11 @@ def plan_paths(plan_file: str, manifests: list[str]) -> list[Path]:
     if len(manifests) == 1:
         return [Path(plan_file or "keysync-plan.json")]
     folder = Path(plan_file or "keysync-plans")
-    return [folder / (manifest.replace("/", "__") + ".json") for manifest in manifests]
+    paths = [folder / (manifest.replace("/", "__") + ".json") for manifest in manifests]
+    for path in {path for path in paths if paths.count(path) > 1}:
+        sharing = " and ".join(m for m, p in zip(manifests, paths, strict=True) if p == path)
+        raise SystemExit(f"keysync-action: error: manifests {sharing} would share the plan file {path}")
+    return paths
 
 
 @dataclass(frozen=True)

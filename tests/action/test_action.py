@@ -275,6 +275,19 @@ def test_two_manifests_keep_two_comments(
     assert plans == ["deploy__prod__keysync.yaml.json", "deploy__staging__keysync.yaml.json"]
 
 
+def test_two_manifests_that_would_share_a_plan_file_are_refused_before_planning(
+    action: Action, github: tuple[FakeGitHub, str]
+) -> None:
+    action.manifest(["alpha"], name="a/b.yaml")
+    action.manifest(["beta"], name="a__b.yaml")
+    step = action("plan", manifest="a/b.yaml\na__b.yaml")
+    assert step.code == 1
+    assert "manifests a/b.yaml and a__b.yaml would share the plan file keysync-plans/a__b.yaml.json" in (
+        step.stderr
+    )
+    assert not (action.cwd / "keysync-plans").exists() and github[0].writes() == []
+
+
 def test_apply_applies_the_reviewed_plan_of_each_manifest(action: Action, two_deployments: str) -> None:
     assert action("plan", manifest=BOTH, allowed_hosts=two_deployments, comment="false").code == 0
     applied = action("apply", manifest=BOTH, allowed_hosts=two_deployments)
