@@ -11,6 +11,8 @@ import threading
 import time
 from collections.abc import Callable
 
+from keysync.errors import SinkError
+
 log = logging.getLogger("keysync")
 
 # Renewals per lease while they fail: one fast failure still leaves a retry before the deadline.
@@ -41,6 +43,7 @@ class Keeper:
         self._renewed_at = renewed_at
         self._stop = threading.Event()
         self._guard = threading.Lock()
+        self._why = ""  # why it was lost, once it is
         self._threads = [
             threading.Thread(target=self._renew, name="keysync-lease-renew", daemon=True),
             threading.Thread(target=self._watch, name="keysync-lease-watch", daemon=True),
@@ -81,10 +84,17 @@ class Keeper:
             if self._stop.wait(left):
                 return
 
+    def raise_if_lost(self, lock: str) -> None:
+        """A sink's write while it holds `lock` (named for the message): once the lock is lost,
+        another holder may have it, so the write fails, and with it the apply stops starting more."""
+        if self.lost.is_set():
+            raise SinkError(f"{lock} was lost ({self._why}): stopping rather than racing another apply")
+
     def _lose(self, why: str) -> None:
         with self._guard:
             if self.lost.is_set() or self._stop.is_set():
                 return
+            self._why = why
             self.lost.set()
         log.warning("lost %s: %s", self.what, why)
         self._on_lost()

@@ -254,11 +254,8 @@ class VaultSink:
     def _still_locked(self) -> None:
         """A lock lost mid-apply (not renewed in time, or taken over) stops the writes: another
         apply may hold it by now. The failed write stops the apply from starting more."""
-        if self._keeper is not None and self._keeper.lost.is_set():
-            raise SinkError(
-                f"vault {self._api.address}: the sink's lock {self._lock_path} was lost (not renewed "
-                "in time, or taken over): stopping rather than racing another apply"
-            )
+        if self._keeper is not None:
+            self._keeper.raise_if_lost(f"vault {self._api.address}: the sink's lock {self._lock_path}")
 
     def leader_lock(self, duration: float, on_lost: Callable[[], None]) -> VaultLeaderLock:
         """The same KV entry, held across the rounds of `watch --leader-elect` by the leader."""

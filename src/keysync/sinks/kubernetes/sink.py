@@ -79,11 +79,11 @@ class KubernetesSink:
     def _still_locked(self) -> None:
         """A lock lost mid-apply (it could not be renewed) stops the writes: another apply may
         hold it by now. The failed write stops the apply from starting more."""
-        if self._renewer is not None and self._renewer.lost.is_set():
-            raise SinkError(
-                f"kubernetes {self._api.server}: the sink's lock, Lease {self.namespace}/{self.lease_name}, "
-                "was lost (it could not be renewed in time): stopping rather than racing another apply"
+        if self._renewer is not None:
+            where = (
+                f"kubernetes {self._api.server}: the sink's lock, Lease {self.namespace}/{self.lease_name},"
             )
+            self._renewer.raise_if_lost(where)
 
     def lease(self, duration: float = DEFAULT_DURATION) -> Lease:
         return Lease(self._api, self.namespace, self.lease_name, duration)
