@@ -140,27 +140,23 @@ class ForkServer:
     def run(
         self, args: list[str], cwd: Path, env: dict[str, str], input: str | None, timeout: float
     ) -> Finished:
-        stdin_read, stdin_write = os.pipe() if input is not None else (os.dup(0), -1)
-        out_read, out_write = os.pipe()
-        err_read, err_write = os.pipe()
-        request = json.dumps({"args": args, "cwd": str(cwd), "env": env}).encode()
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as connection:
-            connection.connect(self._path)
-            socket.send_fds(connection, [request], [stdin_read, out_write, err_write])
-            for fd in (stdin_read, out_write, err_write):
-                os.close(fd)
-            pid = int(_line(connection))
-            stdout, stderr, readers = _collect(out_read, err_read, stdin_write, input)
-            connection.settimeout(timeout)
-            try:
-                code = int(_line(connection))
-            except TimeoutError:
-                os.kill(pid, signal.SIGKILL)
-                raise subprocess.TimeoutExpired([self._keysync, *args], timeout) from None
-            finally:
-                for reader in readers:
-                    reader.join()
-        return Finished(code, b"".join(stdout).decode(), b"".join(stderr).decode())
+        """A run to its end, as `subprocess.run` with captured output makes one."""
+        pipe = subprocess.PIPE
+        forked = self.popen(args, cwd, env, (pipe if input is not None else None, pipe, pipe))
+
+        def feed(stream: IO[Any]) -> None:  # beside the reading, as a big input may fill the pipe
+            with stream, contextlib.suppress(BrokenPipeError):
+                stream.write((input or "").encode())
+
+        if forked.stdin is not None:
+            threading.Thread(target=feed, args=(forked.stdin,), daemon=True).start()
+        try:
+            stdout, stderr = forked.communicate(timeout)
+        except subprocess.TimeoutExpired:
+            forked.kill()
+            forked.wait()  # its readers end with it
+            raise
+        return Finished(forked.wait(), stdout.decode(), stderr.decode())
 
 
 Stream = int | IO[Any] | None
@@ -252,32 +248,6 @@ def _line(connection: socket.socket) -> str:
             raise RuntimeError("the keysync fork server went away")
         data += chunk
     return data.decode()
-
-
-def _collect(
-    out: int, err: int, stdin: int, input: str | None
-) -> tuple[list[bytes], list[bytes], list[threading.Thread]]:
-    stdout: list[bytes] = []
-    stderr: list[bytes] = []
-
-    def drain(fd: int, into: list[bytes]) -> None:
-        with open(fd, "rb", buffering=0) as stream:
-            while chunk := stream.read(65536):
-                into.append(chunk)
-
-    def feed() -> None:
-        with open(stdin, "wb") as stream, contextlib.suppress(BrokenPipeError):
-            stream.write((input or "").encode())
-
-    threads = [
-        threading.Thread(target=drain, args=(out, stdout)),
-        threading.Thread(target=drain, args=(err, stderr)),
-    ]
-    if stdin != -1:
-        threads.append(threading.Thread(target=feed))
-    for thread in threads:
-        thread.start()
-    return stdout, stderr, threads
 
 
 # --- the server ------------------------------------------------------------------------------------
