@@ -6,7 +6,7 @@ Pure: no I/O, no clock (the caller passes `now`).
 from __future__ import annotations
 
 from collections.abc import Collection, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from itertools import pairwise
 from typing import Literal
@@ -102,6 +102,11 @@ class Plan:
     failures: list[str] = field(default_factory=list)
     guards: list[Guard] = field(default_factory=list)
     waiting: list[Waiting] = field(default_factory=list)
+
+    def holding_back(self, guards: Collection[Guard]) -> Plan:
+        """The plan with more guards, each one said in its warnings as needing --force."""
+        warnings = [*self.warnings, *(NEEDS_FORCE + guard.message for guard in guards)]
+        return replace(self, warnings=warnings, guards=[*self.guards, *guards])
 
     def without_forced(self) -> tuple[Plan, list[tuple[Action, Guard]]]:
         """The plan less every action a guard holds back, and those actions with the guard."""
@@ -292,8 +297,7 @@ def build_plan(
     )
     actions = sorted(builder.actions, key=Action.sort_key)
     held_back = _guard_violations(actions, extra, groups, manifest, now)
-    warnings.extend(NEEDS_FORCE + guard.message for guard in held_back)
-    return Plan(actions, warnings, stale, builder.failures, held_back, builder.waiting)
+    return Plan(actions, warnings, stale, builder.failures, [], builder.waiting).holding_back(held_back)
 
 
 def generation_claims(manifest: Manifest, sink: SinkView) -> Claims:

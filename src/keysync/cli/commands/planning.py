@@ -154,18 +154,15 @@ def preflighted(session: Session, snapshot: Snapshot) -> Snapshot:
     from keysync.engine.execution import git_problems, readiness_problems
     from keysync.engine.runner import runner_disk_warnings
     from keysync.guards import git_rail
-    from keysync.plan import NEEDS_FORCE
 
     plan = snapshot.plan
-    git = git_problems(session)
     endpoints = [*session.endpoint_warnings(), *runner_disk_warnings(session, os.environ)]
-    plan = replace(
+    preflighted = replace(
         plan,
-        warnings=[*endpoints, *plan.warnings, *(NEEDS_FORCE + text for text in git)],
-        guards=[*plan.guards, *git_rail(git)],
+        warnings=[*endpoints, *plan.warnings],
         failures=plan.failures + readiness_problems(session, plan),
-    )
-    return replace(snapshot, plan=plan)
+    ).holding_back(git_rail(git_problems(session)))
+    return replace(snapshot, plan=preflighted)
 
 
 def save_plan(path: str, snapshot: Snapshot, request: PlanRequest) -> None:

@@ -24,7 +24,7 @@ class Section:
 
 
 def each(paths: Sequence[Path], one: Callable[[Path], Section]) -> list[Section]:
-    from keysync.errors import KeysyncError
+    from keysync.errors import KeysyncError, ManifestError
 
     sections = []
     for path in paths:
@@ -32,9 +32,9 @@ def each(paths: Sequence[Path], one: Callable[[Path], Section]) -> list[Section]
             sections.append(one(path))
         except KeysyncError as exc:
             lines = str(exc).splitlines() or [type(exc).__name__]
-            for line in lines:  # a validation error names its file already
-                named = line.startswith(f"{path}:")
-                console.err(f"keysync: error: {line}" if named else f"keysync: error: {path}: {line}")
+            where = "" if isinstance(exc, ManifestError) else f"{path}: "  # its lines name the file
+            for line in lines:
+                console.err(f"keysync: error: {where}{line}")
             sections.append(Section(path, EXIT_FAILED, f"Failed: {lines[0]}", {"error": "\n".join(lines)}))
     return sections
 

@@ -16,7 +16,7 @@ from keysync.errors import SinkError
 from keysync.hosts import env_endpoint
 from keysync.keys import LiveKey, SecretRecord, SinkView
 from keysync.manifest.sinks import KubernetesSinkConfig
-from keysync.plan import NEEDS_FORCE, Action, Plan
+from keysync.plan import Action, Plan
 from keysync.sinks.base import SinkContext
 from keysync.sinks.kubernetes import access
 from keysync.sinks.kubernetes.api import KubeApi
@@ -128,19 +128,17 @@ class KubernetesSink:
         written = sorted({a.name for a in plan.actions if a.creates})
         self._planned = written
         secrets = self._secrets.review(written)
-        warnings = [*secrets.notes, *(NEEDS_FORCE + guard.message for guard in secrets.guards)]
-        warnings += self._roll_notes(self._targets(written))
+        rolls = self._roll_notes(self._targets(written))
         actions, held = self._unadopted_retires(plan.actions, live)
-        warnings += held
-        if not warnings and not secrets.failures:
+        if not (secrets.notes or secrets.guards or secrets.failures or rolls or held):
             return plan
-        return replace(
+        reviewed = replace(
             plan,
             actions=actions,
-            warnings=[*plan.warnings, *warnings],
-            guards=[*plan.guards, *secrets.guards],
+            warnings=[*plan.warnings, *secrets.notes],
             failures=[*plan.failures, *secrets.failures],
-        )
+        ).holding_back(secrets.guards)
+        return replace(reviewed, warnings=[*reviewed.warnings, *rolls, *held])
 
     def after_apply(self, written: list[str]) -> list[tuple[str, bool]]:
         """Rolls every restart target of the keys whose secret changed; (line, ok) per target."""
